@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: creates .venv in the repository root when missing, installs the pinned
+# dependencies when requirements.txt or constraints.txt changed, then runs what was asked.
+#   ./dev.sh apply --env local     -> python run.py apply --env local (against the embedded AWS)
+#   ./dev.sh test [pytest args]    -> the whole test suite
+#   ./dev.sh <any run.py command>  -> python run.py <command>
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1; then python=$candidate; break; fi
+  done
+fi
+[ -n "$python" ] || { echo "dev.sh: Python 3.11 or newer is needed and none was found on PATH" >&2; exit 1; }
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "dev.sh: $python is older than 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "dev.sh: creating .venv" >&2
+  "$python" -m venv .venv
+fi
+stamp=.venv/.dmp-deploy-installed
+want=$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "dev.sh: installing pinned dependencies into .venv" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+  echo "$want" > "$stamp"
+fi
+
+if [ "${1:-}" = "test" ]; then
+  shift
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python run.py "$@"

@@ -1,0 +1,78 @@
+"""The Digital Marketplace apps and who calls whom (../shared/dmp-reference.md sections 1 and 3).
+
+This is domain data, not configuration: it is the same in every environment. Security groups, task roles,
+services and the execution role's secret list are all derived from it and from the rendered templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HTTP_PORT = 8080  # the nginx `http` container: the only port that needs a security-group rule
+ROUTER_PORT = 80
+HTTPS = 443
+
+FRONTENDS = (
+    "buyer-frontend",
+    "supplier-frontend",
+    "briefs-frontend",
+    "brief-responses-frontend",
+    "admin-frontend",
+    "user-frontend",
+)
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    port: int  # the port other tasks and the load balancer reach it on
+    calls: tuple[str, ...] = ()  # other apps it calls on their `port`
+    backing: tuple[str, ...] = ()  # backing services it is a client of (see BACKING_SERVICES)
+    behind_load_balancer: bool = False
+
+
+@dataclass(frozen=True)
+class BackingService:
+    """A service outside this tool (RDS, ElastiCache, OpenSearch, EFS mount targets) reached through the
+    pair-of-groups pattern: the resource group admits `port` only from the clients group."""
+
+    name: str
+    port: int
+
+
+BACKING_SERVICES = {
+    "postgres": BackingService("postgres", 5432),
+    "redis": BackingService("redis", 6379),
+    "opensearch": BackingService("opensearch", 443),
+    "efs": BackingService("efs", 2049),
+}
+
+APPS: dict[str, App] = {
+    app.name: app
+    for app in [
+        App("api", HTTP_PORT, calls=("search-api",), backing=("postgres",)),
+        App("search-api", HTTP_PORT, backing=("opensearch",)),
+        App("antivirus-api", HTTP_PORT),
+        *[
+            App(
+                name,
+                HTTP_PORT,
+                calls=("api", "search-api") if name == "buyer-frontend" else ("api",),
+                backing=("redis",),
+                behind_load_balancer=True,
+            )
+            for name in FRONTENDS
+        ],
+        App(
+            "router",
+            ROUTER_PORT,
+            calls=(*FRONTENDS, "api", "search-api", "antivirus-api"),
+            behind_load_balancer=True,
+        ),
+    ]
+}
+
+
+def callers_of(app_name: str) -> list[str]:
+    """The apps that call `app_name`, sorted."""
+    return sorted(a.name for a in APPS.values() if app_name in a.calls)

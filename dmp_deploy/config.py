@@ -1,0 +1,208 @@
+"""Per-environment configuration: `config/<env>.toml`, validated on load into frozen dataclasses.
+
+Every unknown key, wrong type and missing value is reported at once, with the file and the dotted key.
+config/README.md documents each key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dmp_deploy import schema
+from dmp_deploy.apps import APPS
+from dmp_deploy.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config"
+
+# CloudWatch Logs accepts only these retention periods.
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                  2922, 3288, 3653)
+SECRET_ARN = re.compile(r"^arn:aws:(secretsmanager:[a-z0-9-]+:\d{12}:secret:.+|ssm:[a-z0-9-]+:\d{12}:parameter/.+)$")
+FARGATE_CPU_MEMORY = {  # cpu units -> allowed memory (MiB) for Fargate tasks
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Something that exists before this tool runs, found by id(s) or by tags."""
+
+    id: str | None = None
+    ids: list[str] | None = None
+    tags: dict[str, str] | None = None
+
+    def check(self):
+        given = [k for k in ("id", "ids", "tags") if getattr(self, k) is not None]
+        if len(given) != 1:
+            return [("", f"give exactly one of id, ids or tags (got {', '.join(given) or 'none'})")]
+        return []
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    region: str
+    account_id: str
+    name_prefix: str  # every resource name starts with it, e.g. "dmp-staging"
+    embedded_aws: bool = False  # true only for `local`: target the embedded moto server
+
+    def check(self):
+        problems = []
+        if not re.fullmatch(r"\d{12}", self.account_id or ""):
+            problems.append(("account_id", f"must be 12 digits, got {self.account_id!r}"))
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", self.region or ""):
+            problems.append(("region", f"is not an AWS region name: {self.region!r}"))
+        if not re.fullmatch(r"[a-z][a-z0-9-]{1,20}", self.name_prefix or ""):
+            problems.append(("name_prefix", "must be 2-21 lowercase letters, digits or hyphens"))
+        return problems
+
+
+@dataclass(frozen=True)
+class Network:
+    vpc: Lookup
+    subnets: Lookup  # the private subnets tasks run in
+    load_balancer_security_group: Lookup
+    https_egress_cidrs: list[str] = ("0.0.0.0/0",)  # AWS APIs, ECR, Notify (or VPC endpoints' ranges)
+
+
+@dataclass(frozen=True)
+class Logs:
+    retention_days: int
+    add_users_retention_days: int = 3  # the add-users task's logs: short, even though passwords are redacted
+    kms_key_arn: str | None = None
+
+    def check(self):
+        return [(k, f"must be one of CloudWatch's retention periods {RETENTION_DAYS}")
+                for k in ("retention_days", "add_users_retention_days") if getattr(self, k) not in RETENTION_DAYS]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    container_insights: Literal["enabled", "enhanced", "disabled"] = "enabled"
+    default_capacity_provider: Literal["FARGATE", "FARGATE_SPOT"] = "FARGATE"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    minimum_healthy_percent: int = 100
+    maximum_percent: int = 200
+    rollout_timeout_seconds: int = 900
+    keep_revisions: int = 10
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    image_tag: str
+    desired_count: int
+    cpu: int
+    memory: int
+    target_group_arn: str | None = None
+    enable_execute_command: bool = False
+
+    def check(self):
+        allowed = FARGATE_CPU_MEMORY.get(self.cpu)
+        if allowed is None:
+            return [("cpu", f"must be a Fargate CPU size {tuple(FARGATE_CPU_MEMORY)}, got {self.cpu}")]
+        if self.memory not in allowed:
+            return [("memory", f"{self.memory} MiB is not allowed with cpu {self.cpu} (allowed: {allowed})")]
+        if self.desired_count < 0:
+            return [("desired_count", "must be 0 or more")]
+        return []
+
+
+@dataclass(frozen=True)
+class Images:
+    registry: str  # e.g. "123456789012.dkr.ecr.eu-west-2.amazonaws.com"
+    aws_cli_image: str = "public.ecr.aws/aws-cli/aws-cli:2.22.0"  # the add-users copier and cleaner
+
+
+@dataclass(frozen=True)
+class AddUsers:
+    bucket_name: str
+    upload_prefix: str = "uploads/"
+    kms_key_arn: str | None = None  # none: the tool creates and owns a key (alias/<prefix>-add-users)
+    # Deny non-TLS requests and unencrypted puts in the bucket policy. Only config/local turns this off,
+    # because moto ignores the policy's conditions and would deny every request (see moto_compat.py).
+    enforce_tls_in_bucket_policy: bool = True
+    max_file_bytes: int = 1_048_576
+    api_internal_url: str = "http://api.internal:8080"
+    task_timeout_seconds: int = 900
+
+    def check(self):
+        if not self.upload_prefix.endswith("/") or self.upload_prefix.startswith("/"):
+            return [("upload_prefix", "must end with '/' and not start with one, e.g. 'uploads/'")]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket_name or ""):
+            return [("bucket_name", "is not a valid S3 bucket name")]
+        return []
+
+
+@dataclass(frozen=True)
+class Config:
+    environment: Environment
+    network: Network
+    logs: Logs
+    images: Images
+    add_users: AddUsers
+    apps: dict[str, AppConfig]
+    secrets: dict[str, str]  # logical secret name (used by templates) -> Secrets Manager or SSM ARN
+    settings: dict[str, str] = field(default_factory=dict)  # plain values the templates use
+    cluster: Cluster = Cluster()
+    deployment: Deployment = Deployment()
+    tags: dict[str, str] = field(default_factory=dict)  # extra tags on every resource
+
+    def check(self):
+        problems = []
+        for name in sorted(set(APPS) - set(self.apps)):
+            problems.append((f"apps.{name}", "missing: every Digital Marketplace app needs an [apps.NAME] table"))
+        for name in sorted(set(self.apps) - set(APPS)):
+            problems.append((f"apps.{name}", f"unknown app (known: {', '.join(sorted(APPS))})"))
+        for key, arn in self.secrets.items():
+            if not SECRET_ARN.match(arn):
+                problems.append((f"secrets.{key}", "must be a Secrets Manager secret ARN or an SSM parameter "
+                                                   "ARN (the value itself never goes in config)"))
+        for key in self.tags:
+            if key.startswith(("dmp:", "aws:")):
+                problems.append((f"tags.{key}", "the dmp: and aws: prefixes are reserved"))
+        return problems
+
+    @property
+    def env(self) -> str:
+        return self.environment.name
+
+    @property
+    def prefix(self) -> str:
+        return self.environment.name_prefix
+
+    def resource_tags(self, **extra: str) -> dict[str, str]:
+        """The tags every owned resource carries: ownership first, so that a lost state never duplicates."""
+        return {**self.tags, **extra, "dmp:env": self.env, "dmp:managed-by": "dmp-deploy"}
+
+
+def available_environments(config_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (config_dir or CONFIG_DIR).glob("*.toml"))
+
+
+def load_config(env: str, config_dir: Path | None = None) -> Config:
+    config_dir = config_dir or CONFIG_DIR
+    path = config_dir / f"{env}.toml"
+    if not path.is_file():
+        known = ", ".join(available_environments(config_dir)) or "none"
+        raise ConfigError(f"no configuration for environment {env!r}: {path} does not exist "
+                          f"(environments: {known})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix the syntax and run again.") from None
+    config = schema.load(Config, data, str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
+    if config.environment.name != env:
+        raise ConfigError(f"{path}: environment.name is {config.environment.name!r} but the file is for {env!r}")
+    return config

@@ -1,0 +1,127 @@
+"""The desired state of an environment: config plus rendered templates, turned into specs per resource kind.
+
+`python run.py render --env E` prints `DesiredState.as_dict()`; `validate` builds it and checks it without
+any AWS call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dmp_deploy import names, render
+from dmp_deploy.config import Config
+from dmp_deploy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dmp_deploy.resources.base import ResourceKind
+
+
+@dataclass
+class DesiredState:
+    config: Config
+    image_tags: dict[str, str]  # app -> tag, after --image overrides
+    task_definitions: dict[str, dict] = field(default_factory=dict)  # template stem -> rendered document
+    state_machines: dict[str, dict] = field(default_factory=dict)  # template stem -> ASL definition
+    resources: dict[str, dict[str, dict]] = field(default_factory=dict)  # kind -> name -> canonical spec
+
+    def as_dict(self) -> dict:
+        return {"env": self.config.env, "image_tags": self.image_tags, "resources": self.resources}
+
+    def secret_arns(self) -> list[str]:
+        """Every secret ARN any task definition names: exactly what the execution role may read."""
+        arns = set()
+        for document in self.task_definitions.values():
+            for container in document.get("containerDefinitions", []):
+                arns.update(s["valueFrom"] for s in container.get("secrets", []))
+        return sorted(arns)
+
+
+def parse_image_overrides(values: list[str], config: Config) -> dict[str, str]:
+    """`--image APP=TAG` (repeatable) into {app: tag}; unknown apps and malformed values are errors."""
+    overrides: dict[str, str] = {}
+    problems = []
+    for value in values or []:
+        app, sep, tag = value.partition("=")
+        if not sep or not app or not tag:
+            problems.append(f"--image {value!r}: expected APP=TAG, e.g. --image api=release-123")
+        elif app not in config.apps:
+            problems.append(f"--image {value!r}: unknown app {app!r} (apps: {', '.join(sorted(config.apps))})")
+        else:
+            overrides[app] = tag
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return overrides
+
+
+def template_variables(config: Config, image_tags: dict[str, str], stem: str) -> dict[str, Any]:
+    """What every template sees. Helpers raise errors that name the template line."""
+
+    @render.helper
+    def secret(logical_name: str) -> str:
+        if logical_name not in config.secrets:
+            raise KeyError(f"secret {logical_name!r} is not in the config's [secrets] table "
+                           f"(known: {', '.join(sorted(config.secrets)) or 'none'}); add its ARN there")
+        return config.secrets[logical_name]
+
+    @render.helper
+    def setting(key: str) -> str:
+        if key not in config.settings:
+            raise KeyError(f"setting {key!r} is not in the config's [settings] table; add it there")
+        return config.settings[key]
+
+    @render.helper
+    def image(app: str, container: str) -> str:
+        if app not in image_tags:
+            raise KeyError(f"no image tag for app {app!r}: add [apps.{app}] to the config")
+        return f"{config.images.registry}/{app}-{container}:{image_tags[app]}"
+
+    return {
+        "env": config.environment,
+        "config": config,
+        "stem": stem,
+        "app": config.apps.get(stem),
+        "family": names.family(config, stem),
+        "secret": secret,
+        "setting": setting,
+        "image": image,
+        "log_group": lambda s=stem: names.log_group(config, s),
+        "execution_role_arn": names.role_arn(config, names.execution_role(config)),
+        "task_role_arn": lambda s=stem: names.role_arn(config, names.task_role(config, s)),
+        "region": config.environment.region,
+    }
+
+
+def render_task_definitions(config: Config, image_tags: dict[str, str],
+                            directory: Path | None = None) -> dict[str, dict]:
+    directory = directory or render.TASK_DEFINITIONS_DIR
+    env = render.environment(directory)
+    out = {}
+    for path in render.documents(directory, ".json.j2"):
+        stem = path.name[: -len(".json.j2")]
+        out[stem] = render.render_json(env, path.name, template_variables(config, image_tags, stem), directory)
+    return out
+
+
+def render_state_machines(config: Config, image_tags: dict[str, str],
+                          directory: Path | None = None) -> dict[str, dict]:
+    directory = directory or render.ASL_DIR
+    env = render.environment(directory)
+    out = {}
+    for path in render.documents(directory, ".asl.json"):
+        stem = path.name[: -len(".asl.json")]
+        out[stem] = render.render_json(env, path.name, template_variables(config, image_tags, stem), directory)
+    return out
+
+
+def build(config: Config, kinds: list["ResourceKind"], image_overrides: dict[str, str] | None = None,
+          task_definitions_dir: Path | None = None, asl_dir: Path | None = None) -> DesiredState:
+    image_tags = {app: c.image_tag for app, c in config.apps.items()}
+    image_tags.update(image_overrides or {})
+    state = DesiredState(config=config, image_tags=image_tags)
+    state.task_definitions = render_task_definitions(config, image_tags, task_definitions_dir)
+    state.state_machines = render_state_machines(config, image_tags, asl_dir)
+    for kind in kinds:
+        state.resources[kind.kind] = kind.desired(state)
+    return state

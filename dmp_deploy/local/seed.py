@@ -1,0 +1,75 @@
+"""What a real account would already have before dmp-deploy runs (dmp-reference.md section 6), created in
+the embedded AWS: the VPC and private subnets, the load balancer's security group and target groups, and
+every secret the local config names, with dummy values. Idempotent: found by tag before anything is made.
+"""
+
+from __future__ import annotations
+
+import boto3
+
+from dmp_deploy.config import Config
+
+DUMMY_SECRET_PREFIX = "local-dummy-value-for-"
+
+
+def _client(service: str, endpoint: str, region: str):
+    return boto3.client(service, endpoint_url=endpoint, region_name=region,
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def _tag_value(lookup_tags: dict | None, key: str, default: str) -> str:
+    return (lookup_tags or {}).get(key, default)
+
+
+def seed(endpoint: str, config: Config) -> dict:
+    region = config.environment.region
+    ec2 = _client("ec2", endpoint, region)
+    net = config.network
+
+    def find(kind: str, tags: dict) -> list:
+        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+        if kind == "vpc":
+            return ec2.describe_vpcs(Filters=filters)["Vpcs"]
+        if kind == "subnet":
+            return ec2.describe_subnets(Filters=filters)["Subnets"]
+        return ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+
+    vpc_tags = net.vpc.tags or {"Name": f"{config.prefix}"}
+    vpcs = find("vpc", vpc_tags)
+    if vpcs:
+        vpc_id = vpcs[0]["VpcId"]
+    else:
+        vpc_id = ec2.create_vpc(CidrBlock="10.42.0.0/16", TagSpecifications=[
+            {"ResourceType": "vpc", "Tags": [{"Key": k, "Value": v} for k, v in vpc_tags.items()]}])["Vpc"]["VpcId"]
+
+    subnet_tags = net.subnets.tags or {"dmp:tier": "private"}
+    subnets = find("subnet", subnet_tags)
+    if not subnets:
+        for i, az in enumerate(("a", "b")):
+            tags = {**subnet_tags, "Name": f"{config.prefix}-private-{az}"}
+            ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{region}{az}",
+                              TagSpecifications=[{"ResourceType": "subnet", "Tags": [
+                                  {"Key": k, "Value": v} for k, v in tags.items()]}])
+
+    lb_tags = net.load_balancer_security_group.tags or {"Name": f"{config.prefix}-alb"}
+    if not find("sg", lb_tags):
+        ec2.create_security_group(
+            GroupName=_tag_value(lb_tags, "Name", f"{config.prefix}-alb"), VpcId=vpc_id,
+            Description="public load balancer (exists before dmp-deploy)",
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+                {"Key": k, "Value": v} for k, v in lb_tags.items()]}])
+
+    ssm = _client("ssm", endpoint, region)
+    secrets = _client("secretsmanager", endpoint, region)
+    for logical, arn in sorted(config.secrets.items()):
+        if ":ssm:" in arn:
+            name = arn.split(":parameter", 1)[1]
+            ssm.put_parameter(Name=name, Value=f"{DUMMY_SECRET_PREFIX}{logical}", Type="SecureString",
+                              Overwrite=True)
+        else:
+            name = arn.split(":secret:", 1)[1]
+            try:
+                secrets.create_secret(Name=name, SecretString=f"{DUMMY_SECRET_PREFIX}{logical}")
+            except secrets.exceptions.ResourceExistsException:
+                pass
+    return {"vpc_id": vpc_id}

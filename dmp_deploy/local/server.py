@@ -1,0 +1,68 @@
+"""The embedded AWS server process: `python -m dmp_deploy.local.server --port P --state-file F`.
+
+Applies the compatibility patches, switches on state-machine execution, serves moto on 127.0.0.1:P,
+seeds what the local account would already have, then writes the state file that `local status` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import urllib.request
+
+
+def enable_state_machine_execution(endpoint: str) -> None:
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/config", method="POST",
+        data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-file", required=True)
+    parser.add_argument("--env", default="local")
+    args = parser.parse_args(argv)
+
+    # The state-machine interpreter calls the other services at localhost:$MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(args.port)
+    from moto.server import ThreadedMotoServer
+
+    from dmp_deploy import moto_compat
+    from dmp_deploy.config import load_config
+    from dmp_deploy.local.seed import seed
+
+    moto_compat.apply()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{args.port}"
+    enable_state_machine_execution(endpoint)
+    config = load_config(args.env)
+    seed(endpoint, config)
+
+    state_file = Path(args.state_file)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "endpoint": endpoint, "port": args.port,
+                               "region": config.environment.region, "started": time.time()}))
+    tmp.replace(state_file)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""How every owned resource is named. Names are derived, so a lost local state never causes duplicates:
+the tool finds its resources again by name (and by the dmp:env / dmp:managed-by tags)."""
+
+from __future__ import annotations
+
+from dmp_deploy.config import Config
+
+IAM_PATH = "/dmp-deploy/"
+
+
+def cluster(config: Config) -> str:
+    return config.prefix
+
+
+def family(config: Config, stem: str) -> str:
+    """Task definition family (and service name) for an app or one-off task."""
+    return f"{config.prefix}-{stem}"
+
+
+def log_group(config: Config, stem: str) -> str:
+    return f"/{config.prefix}/{stem}"
+
+
+def log_group_prefix(config: Config) -> str:
+    return f"/{config.prefix}/"
+
+
+def execution_role(config: Config) -> str:
+    return f"{config.prefix}-ecs-execution"
+
+
+def task_role(config: Config, stem: str) -> str:
+    return f"{config.prefix}-{stem}-task"
+
+
+def role_arn(config: Config, role_name: str) -> str:
+    return f"arn:aws:iam::{config.environment.account_id}:role{IAM_PATH}{role_name}"
+
+
+def security_group(config: Config, stem: str) -> str:
+    return f"{config.prefix}-{stem}"
+
+
+def add_users_key_alias(config: Config) -> str:
+    return f"alias/{config.prefix}-add-users"

@@ -1,0 +1,106 @@
+"""Building the plan: read live state (concurrently, in dependency waves), diff, order. Never mutates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from dmp_deploy import diff as diffing
+from dmp_deploy import lookups
+from dmp_deploy.desired import DesiredState
+from dmp_deploy.plan import Change, Plan
+from dmp_deploy.resources.base import Context, Live, ResourceKind
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Reconciliation:
+    """Everything apply needs: the plan (pure data) plus the specs and live resources behind it."""
+
+    plan: Plan
+    desired: DesiredState
+    live: dict[str, dict[str, Live]]
+    kinds: dict[str, ResourceKind]
+    ctx: Context
+
+
+def dependency_order(kinds: list[ResourceKind]) -> list[ResourceKind]:
+    """Kinds ordered so that each comes after what it depends on (stable: declaration order otherwise)."""
+    by_name = {k.kind: k for k in kinds}
+    ordered: list[ResourceKind] = []
+    visiting: set[str] = set()
+
+    def visit(k: ResourceKind):
+        if k in ordered:
+            return
+        if k.kind in visiting:
+            raise ValueError(f"dependency cycle through {k.kind}")
+        visiting.add(k.kind)
+        for dep in k.depends_on:
+            if dep in by_name:
+                visit(by_name[dep])
+        visiting.discard(k.kind)
+        ordered.append(k)
+
+    for k in kinds:
+        visit(k)
+    return ordered
+
+
+def waves(kinds: list[ResourceKind]) -> list[list[ResourceKind]]:
+    """Groups of kinds that can be read at the same time: each wave depends only on earlier waves."""
+    present = {k.kind for k in kinds}
+    depth: dict[str, int] = {}
+    for k in dependency_order(kinds):
+        depth[k.kind] = 1 + max((depth[d] for d in k.depends_on if d in present), default=-1)
+    out: list[list[ResourceKind]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for k in kinds:
+        out[depth[k.kind]].append(k)
+    return out
+
+
+def read_live(ctx: Context, kinds: list[ResourceKind]) -> dict[str, dict[str, Live]]:
+    lookups.resolve(ctx)
+    live: dict[str, dict[str, Live]] = {}
+    for wave in waves(kinds):
+        for kind, result in zip(wave, ctx.map(lambda k: k.read(ctx), wave)):
+            live[kind.kind] = result
+    return live
+
+
+def changes_for(kind: ResourceKind, desired: dict[str, dict], live: dict[str, Live]) -> list[Change]:
+    changes = []
+    for name in sorted(desired):
+        spec = desired[name]
+        if name not in live:
+            changes.append(Change(kind.kind, name, "create", tuple(diffing.creation_fields(spec))))
+            continue
+        fields = kind.diff(name, spec, live[name])
+        if not fields:
+            continue
+        action = "replace" if any(f.forces_replace for f in fields) else "update"
+        changes.append(Change(kind.kind, name, action, tuple(fields),
+                              destroys_data=action == "replace" and live[name].holds_data))
+    for name in sorted(set(live) - set(desired)):
+        changes.append(Change(kind.kind, name, "delete", tuple(diffing.deletion_fields(live[name].spec)),
+                              destroys_data=live[name].holds_data,
+                              note="owned by dmp-deploy in this environment but no longer declared"))
+    return changes
+
+
+def build_plan(ctx: Context, kinds: list[ResourceKind]) -> Reconciliation:
+    ordered = dependency_order(kinds)
+    live = read_live(ctx, ordered)
+    forward: list[Change] = []
+    deletes: list[Change] = []
+    for kind in ordered:
+        for change in changes_for(kind, ctx.desired.resources.get(kind.kind, {}), live[kind.kind]):
+            (deletes if change.action == "delete" else forward).append(change)
+    # Deletes go last and in reverse dependency order: nothing is removed while something still uses it.
+    order = {k.kind: i for i, k in enumerate(ordered)}
+    deletes.sort(key=lambda c: -order[c.kind])
+    plan = Plan(env=ctx.config.env, changes=forward + deletes)
+    log.debug("plan built", changes=len(plan.changes), calls=ctx.aws.stats.total)
+    return Reconciliation(plan, ctx.desired, live, {k.kind: k for k in ordered}, ctx)

@@ -1,0 +1,123 @@
+"""The small shape every resource kind has.
+
+A kind is one module with one `ResourceKind` subclass:
+  - `desired(state)`: what should exist, as {name: canonical spec}, from the rendered desired state;
+  - `read(ctx)`: what exists and this tool owns in the environment, as {name: Live} in the same canonical form;
+  - `diff(name, desired, live)`: field-level changes (the default compares specs field by field);
+  - `create`, `update`, `delete` (and `replace`, by default delete then create): carry out one change.
+The engine (planner.py, executor.py) knows nothing else about a kind.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, TypeVar
+
+from dmp_deploy import diff as diffing
+from dmp_deploy.plan import FieldChange
+
+if TYPE_CHECKING:
+    from dmp_deploy.aws import Aws
+    from dmp_deploy.config import Config
+    from dmp_deploy.desired import DesiredState
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Live:
+    """A live resource: its canonical spec (compared with the desired one) and its identifiers (not compared)."""
+
+    spec: dict
+    ids: dict = field(default_factory=dict)
+    holds_data: bool = False
+
+
+class Registry:
+    """Identifiers of live resources by (kind, name), filled by reads and by creates during an apply.
+
+    Desired specs refer to other resources by name (a security group's peer, a task's role); the executor
+    resolves those names to ids through this registry, so a resource created earlier in the same apply is
+    found without another read.
+    """
+
+    def __init__(self):
+        self._ids: dict[tuple[str, str], dict] = {}
+        self._lock = threading.Lock()
+
+    def put(self, kind: str, name: str, **ids: Any) -> None:
+        with self._lock:
+            self._ids.setdefault((kind, name), {}).update(ids)
+
+    def get(self, kind: str, name: str, key: str) -> Any:
+        with self._lock:
+            try:
+                return self._ids[(kind, name)][key]
+            except KeyError:
+                raise KeyError(f"{kind} {name!r} has no known {key} (not created yet, or not owned by this tool)")
+
+    def find(self, kind: str, name: str, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self._ids.get((kind, name), {}).get(key, default)
+
+    def names_by(self, kind: str, key: str) -> dict[Any, str]:
+        """Reverse index: identifier -> name, for turning live ids back into names."""
+        with self._lock:
+            return {ids[key]: name for (k, name), ids in self._ids.items() if k == kind and key in ids}
+
+
+class Context:
+    """What a kind needs while reading and changing AWS: config, the AWS seam, resolved lookups, the registry."""
+
+    def __init__(self, config: "Config", aws: "Aws", desired: "DesiredState", max_workers: int = 8):
+        self.config = config
+        self.aws = aws
+        self.desired = desired
+        self.registry = Registry()
+        self.lookups: dict[str, Any] = {}  # resolved config lookups: vpc_id, subnet_ids, ...
+        self.max_workers = max_workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """Run `fn` over `items` concurrently with the context's bound; results in input order."""
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+
+class ResourceKind:
+    kind: ClassVar[str]
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    replace_fields: ClassVar[frozenset[str]] = frozenset()  # fields AWS cannot update in place
+    # Kinds whose live resources can hold data (a bucket's objects, a file system's files).
+    holds_data: ClassVar[bool] = False
+
+    def desired(self, state: "DesiredState") -> dict[str, dict]:
+        raise NotImplementedError
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        raise NotImplementedError
+
+    def diff(self, name: str, desired: dict, live: Live) -> list[FieldChange]:
+        return diffing.field_changes(desired, live.spec, self.replace_fields)
+
+    def create(self, ctx: Context, name: str, spec: dict) -> None:
+        raise NotImplementedError
+
+    def update(self, ctx: Context, name: str, spec: dict, live: Live, changes: list[FieldChange]) -> None:
+        raise NotImplementedError
+
+    def delete(self, ctx: Context, name: str, live: Live) -> None:
+        raise NotImplementedError
+
+    def replace(self, ctx: Context, name: str, spec: dict, live: Live) -> None:
+        self.delete(ctx, name, live)
+        self.create(ctx, name, spec)
+
+    def settle(self, ctx: Context, changes: list) -> None:
+        """After every change is made: wait for this kind's changes to take effect (e.g. service rollouts).
+        Raise ApplyError when they did not; the default has nothing to wait for."""

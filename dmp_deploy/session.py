@@ -1,0 +1,71 @@
+"""Opening an environment: config, desired state, the AWS seam (embedded or real) and a context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from dmp_deploy import desired as desired_state
+from dmp_deploy.aws import Aws
+from dmp_deploy.config import Config, load_config
+from dmp_deploy.errors import UserError
+from dmp_deploy.resources import all_kinds
+from dmp_deploy.resources.base import Context, ResourceKind
+
+log = structlog.get_logger()
+LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+
+
+@dataclass
+class Environment:
+    config: Config
+    kinds: list[ResourceKind]
+    ctx: Context
+
+    @property
+    def aws(self) -> Aws:
+        return self.ctx.aws
+
+
+def connect(config: Config, read_only: bool = False) -> Aws:
+    """The seam for this environment: the embedded AWS (started when needed) or the real account.
+
+    Refuses to go on when the credentials belong to another account than the config names.
+    """
+    if config.environment.embedded_aws:
+        from dmp_deploy.local import control
+        endpoint = control.ensure(config.env)["endpoint"]
+        aws = Aws(config.environment.region, endpoint_url=endpoint, read_only=read_only,
+                  credentials=LOCAL_CREDENTIALS)
+    else:
+        aws = Aws(config.environment.region, read_only=read_only)
+    account = aws.call("sts", "get_caller_identity")["Account"]
+    if account != config.environment.account_id:
+        raise UserError(f"the AWS credentials in use belong to account {account}, but config/{config.env}.toml "
+                        f"is for account {config.environment.account_id}. Nothing was changed. Use "
+                        f"credentials for the right account.")
+    return aws
+
+
+def open_environment(env: str, image_overrides: list[str] | None = None, read_only: bool = False,
+                     aws: Aws | None = None) -> Environment:
+    """Load and validate everything locally first (no AWS call), then connect."""
+    config = load_config(env)
+    kinds = all_kinds()
+    overrides = desired_state.parse_image_overrides(image_overrides or [], config)
+    state = desired_state.build(config, kinds, overrides)
+    seam = aws or connect(config, read_only=read_only)
+    if read_only and not seam.read_only:
+        seam = seam.read_only_view()
+    return Environment(config, kinds, Context(config, seam, state))
+
+
+def render_only(env: str, image_overrides: list[str] | None = None):
+    config = load_config(env)
+    kinds = all_kinds()
+    overrides = desired_state.parse_image_overrides(image_overrides or [], config)
+    return desired_state.build(config, kinds, overrides)
+
+
+__all__ = ["Environment", "connect", "open_environment", "render_only", "UserError"]

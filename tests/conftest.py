@@ -1,0 +1,119 @@
+"""Test harness: one in-process embedded AWS (moto's server on 127.0.0.1, patched by moto_compat) per test
+session, reset and re-seeded before each test that asks for it. The CLI finds it through the same state
+file `local status` reads, so in-process and subprocess runs of `run.py --env local` both target it.
+Nothing here reaches the network or real AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import urllib.request
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Never let a test reach real AWS, whatever the developer's shell has.
+for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(var, None)
+os.environ["AWS_ACCESS_KEY_ID"] = "local"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict | None = None) -> None:
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    port = _free_port()
+    os.environ["MOTO_PORT"] = str(port)  # the state-machine interpreter calls back on this port
+    from moto.server import ThreadedMotoServer
+
+    from dmp_deploy import moto_compat
+
+    moto_compat.apply()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@dataclass
+class LocalAws:
+    endpoint: str
+    region: str
+    state_dir: Path
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+
+@pytest.fixture
+def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
+    """A freshly reset and seeded embedded AWS that `--env local` targets for this test."""
+    from dmp_deploy.config import load_config
+    from dmp_deploy.local.seed import seed
+    from dmp_deploy.local.server import enable_state_machine_execution
+
+    _post(f"{moto_server}/moto-api/reset")
+    enable_state_machine_execution(moto_server)
+    config = load_config("local")
+    seed(moto_server, config)
+    state_dir = tmp_path / "dmp-local"
+    state_dir.mkdir()
+    (state_dir / "server.json").write_text(json.dumps(
+        {"pid": os.getpid(), "endpoint": moto_server, "port": int(moto_server.rsplit(":", 1)[1]),
+         "region": config.environment.region}))
+    monkeypatch.setenv("DMP_LOCAL_DIR", str(state_dir))
+    return LocalAws(moto_server, config.environment.region, state_dir)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def cli(*args: str) -> Result:
+    """Run the CLI in-process, as `python run.py ARGS` would, capturing stdout and stderr."""
+    from dmp_deploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["--log-format", "json", *args])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def run_cli():
+    return cli
