@@ -92,6 +92,8 @@ def _convert(tp, value, path: str, problems: list[str], source: str):
 
 
 def _join(path: str, key: str) -> str:
+    if not key:
+        return path
     return f"{path}.{key}" if path else key
 
 
