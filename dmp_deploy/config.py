@@ -6,6 +6,7 @@ config/README.md documents each key.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -73,6 +74,15 @@ class Network:
     load_balancer_security_group: Lookup
     https_egress_cidrs: list[str] = ("0.0.0.0/0",)  # AWS APIs, ECR, Notify (or VPC endpoints' ranges)
 
+    def check(self):
+        problems = []
+        for i, cidr in enumerate(self.https_egress_cidrs):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                problems.append((f"https_egress_cidrs[{i}]", f"{cidr!r} is not an IPv4 or IPv6 CIDR block"))
+        return problems
+
 
 @dataclass(frozen=True)
 class Logs:
@@ -96,7 +106,18 @@ class Deployment:
     minimum_healthy_percent: int = 100
     maximum_percent: int = 200
     rollout_timeout_seconds: int = 900
-    keep_revisions: int = 10
+    # Between two DescribeServices polls while waiting for rollouts (jittered by +-20%). AWS's own waiter
+    # polls every 15 s; the embedded AWS steps a rollout on every describe, so local polls fast.
+    rollout_poll_seconds: float = 10.0
+    keep_revisions: int = 10  # ACTIVE task definition revisions kept per family (those a service runs, too)
+    lock_lease_seconds: int = 300  # a deploy lock not renewed for this long is expired and may be taken over
+    lock_wait_seconds: int = 600  # how long a second apply waits for the lock before failing
+
+    def check(self):
+        problems = [] if self.keep_revisions >= 1 else [("keep_revisions", "must be 1 or more")]
+        if not isinstance(self.rollout_poll_seconds, (int, float)) or not 0 < self.rollout_poll_seconds <= 300:
+            problems.append(("rollout_poll_seconds", "must be a number of seconds above 0 and at most 300"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,7 @@ class AppConfig:
 class Images:
     registry: str  # e.g. "123456789012.dkr.ecr.eu-west-2.amazonaws.com"
     aws_cli_image: str = "public.ecr.aws/aws-cli/aws-cli:2.22.0"  # the add-users copier and cleaner
+    clamav_image: str = "clamav/clamav:1.4"  # antivirus-api's clamd sidecar (ClamAV's own image, or a mirror)
 
 
 @dataclass(frozen=True)
@@ -136,13 +158,38 @@ class AddUsers:
     max_file_bytes: int = 1_048_576
     api_internal_url: str = "http://api.internal:8080"
     task_timeout_seconds: int = 900
+    # The EFS file system the tasks share the uploaded file through (dmp_deploy/resources/efs.py).
+    efs_kms_key_arn: str | None = None  # none: the add-users key (kms_key_arn, or the one the tool owns)
+    access_point_path: str = "/add-users"  # the access point's root directory, created with mode 0700
+    posix_uid: int = 1000  # the POSIX user every access through the access point acts as
+    posix_gid: int = 1000
+    # The operative's access (dmp_deploy/resources/add_users_access.py): "role", an IAM role operatives assume
+    # (trusted by the account root: the account's own IAM policies say who may assume it), or "group_policy",
+    # a managed policy to attach to the operatives' IAM group.
+    operative_access: Literal["role", "group_policy"] = "role"
+    operative_requires_mfa: bool = True  # "role": assuming it needs MFA
+    # Lets `add-users` follow the run it started (states:ListExecutions, DescribeExecution, GetExecutionHistory);
+    # off: operatives can only upload, and use --no-wait.
+    operative_follows_executions: bool = True
+    execution_log_level: Literal["ERROR", "ALL"] = "ERROR"  # Step Functions logging; never execution data
 
     def check(self):
         if not self.upload_prefix.endswith("/") or self.upload_prefix.startswith("/"):
             return [("upload_prefix", "must end with '/' and not start with one, e.g. 'uploads/'")]
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket_name or ""):
             return [("bucket_name", "is not a valid S3 bucket name")]
-        return []
+        problems = []
+        if self.efs_kms_key_arn and not re.match(r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/.+$", self.efs_kms_key_arn):
+            problems.append(("efs_kms_key_arn", "must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"))
+        path = self.access_point_path
+        if (not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path or "") or len(path) > 100
+                or any(part in (".", "..") for part in path.split("/"))):
+            problems.append(("access_point_path", f"must be an absolute directory below / such as '/add-users' "
+                                                  f"(letters, digits, . _ -; at most 100 characters), got {path!r}"))
+        for key in ("posix_uid", "posix_gid"):
+            if not 1 <= getattr(self, key) <= 4_294_967_295:
+                problems.append((key, "must be a POSIX id from 1 to 4294967295 (never root)"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -158,6 +205,9 @@ class Config:
     cluster: Cluster = Cluster()
     deployment: Deployment = Deployment()
     tags: dict[str, str] = field(default_factory=dict)  # extra tags on every resource
+    # A customer-managed KMS key encrypting the secrets: the execution role may then kms:Decrypt through
+    # Secrets Manager and SSM only. None: the secrets use the AWS-managed keys, which need no grant.
+    secrets_kms_key_arn: str | None = None
 
     def check(self):
         problems = []
@@ -172,6 +222,8 @@ class Config:
         for key in self.tags:
             if key.startswith(("dmp:", "aws:")):
                 problems.append((f"tags.{key}", "the dmp: and aws: prefixes are reserved"))
+        if self.secrets_kms_key_arn and not re.match(r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/.+$", self.secrets_kms_key_arn):
+            problems.append(("secrets_kms_key_arn", "must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"))
         return problems
 
     @property

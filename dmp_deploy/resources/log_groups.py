@@ -70,6 +70,8 @@ class LogGroups(ResourceKind):
         if spec["kms_key_arn"]:
             params["kmsKeyId"] = spec["kms_key_arn"]
         ctx.aws.call("logs", "create_log_group", **params)
+        env = ctx.config.environment
+        ctx.registry.put(self.kind, name, arn=f"arn:aws:logs:{env.region}:{env.account_id}:log-group:{name}")
         if spec["retention_days"]:
             ctx.aws.call("logs", "put_retention_policy", logGroupName=name,
                          retentionInDays=spec["retention_days"])
