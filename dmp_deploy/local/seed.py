@@ -1,9 +1,19 @@
 """What a real account would already have before dmp-deploy runs (dmp-reference.md section 6), created in
-the embedded AWS: the VPC and private subnets, the load balancer's security group and target groups, and
-every secret the local config names, with dummy values. Idempotent: found by tag before anything is made.
+the embedded AWS: the VPC and private subnets, the load balancer's security group, every secret the local
+config names, with dummy values, and every ECR image the task definitions name at the configured tags (a
+dummy manifest per tag). Idempotent: found by tag or name before anything is made.
+
+There is no CI locally to push the build `apply --image APP=TAG` names: `apply` pushes it with `seed_images`
+first (local only), so any tag can be deployed locally while preflight still finds images that are missing.
+The local router has no target group (apps.router.target_group_arn is unset in config/local.toml): a target
+group's ARN is random, so config could not name a seeded one.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
@@ -72,4 +82,47 @@ def seed(endpoint: str, config: Config) -> dict:
                 secrets.create_secret(Name=name, SecretString=f"{DUMMY_SECRET_PREFIX}{logical}")
             except secrets.exceptions.ResourceExistsException:
                 pass
+
+    from dmp_deploy import desired
+    seed_images(endpoint, config,
+                desired.render_task_definitions(config, {app: c.image_tag for app, c in config.apps.items()}))
     return {"vpc_id": vpc_id}
+
+
+def seed_images(endpoint: str, config: Config, task_definitions: dict[str, dict]) -> list[str]:
+    """Push a dummy image for every image in this account's ECR that the task definitions name (repository
+    created when missing). Returns the images pushed; images already there and other registries are skipped."""
+    from dmp_deploy.preflight import parse_image
+
+    ecr = _client("ecr", endpoint, config.environment.region)
+    wanted = sorted({c["image"] for d in task_definitions.values() for c in d.get("containerDefinitions", [])})
+    ours = [(image, parse_image(image)) for image in wanted]
+    ours = [(image, parts) for image, parts in ours
+            if parts and parts["account"] == config.environment.account_id and parts["tag"]]
+
+    def push(item) -> str | None:
+        image, parts = item
+        try:
+            ecr.create_repository(repositoryName=parts["repository"])
+        except ecr.exceptions.RepositoryAlreadyExistsException:
+            pass
+        try:
+            ecr.put_image(repositoryName=parts["repository"], imageTag=parts["tag"],
+                          imageManifest=_dummy_manifest(image))
+            return image
+        except ecr.exceptions.ImageAlreadyExistsException:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [image for image in pool.map(push, ours) if image]
+
+
+def _dummy_manifest(image: str) -> str:
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
+                   "digest": f"sha256:{digest}"},
+        "layers": [],
+    })

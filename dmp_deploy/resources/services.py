@@ -1,0 +1,336 @@
+"""ECS services: one per Digital Marketplace app (apps.py APPS), named `names.family(config, app)`, on the
+environment's cluster, and the rollouts that changing them starts.
+
+Canonical form:
+
+    {
+      "task_definition": "dmp-local-api",      # the family: "runs the revision of the current template".
+                                               # Live: the family when the revision the service runs has the
+                                               # template's content, else that revision ("dmp-local-api:6")
+      "desired_count": 1,
+      "capacity_provider_strategy": [{"capacityProvider": "FARGATE", "weight": 1, "base": 0}],
+      "subnets": "network.subnets",            # the config lookup; live ids that are not its answer are listed
+      "security_groups": ["dmp-local-api", "dmp-local-postgres-clients"],  # NAMES, sorted; unknown ids stay ids
+      "assign_public_ip": "DISABLED",
+      "load_balancers": [{"targetGroupArn": ..., "containerName": "http", "containerPort": 80}],
+      "health_check_grace_period_seconds": 60, # 0 without a load balancer
+      "deployment_circuit_breaker": {"enable": true, "rollback": true},
+      "minimum_healthy_percent": 100, "maximum_percent": 200,
+      "enable_execute_command": false,
+      "propagate_tags": "SERVICE", "enable_ecs_managed_tags": true,
+      "tags": {...}
+    }
+
+Capacity: every service names its capacity provider strategy explicitly, the cluster's default from config
+(`cluster.default_capacity_provider`), rather than a launch type: a service created without either takes the
+cluster's default once and keeps it, so an explicit strategy is what makes a config change reach services.
+Tasks' tags are propagated from the SERVICE (ownership and environment), with ECS's managed tags on.
+
+Reads: ListServices on the cluster, DescribeServices (with TAGS) in batches of 10, and DescribeTaskDefinition
+of each distinct revision the services run (to tell an up-to-date revision from a stale one: same test as the
+task_definition kind, content hash first). Everything is updated in place with UpdateService; tags with
+TagResource/UntagResource. An owned service no longer declared is scaled to 0 and deleted (force).
+
+After the changes, `settle` waits for every service whose rollout they started (rollout.py) and raises
+ApplyError naming each failed one, what it runs now and why its tasks stopped.
+"""
+
+from __future__ import annotations
+
+from dmp_deploy import names, rollout
+from dmp_deploy.apps import APPS
+from dmp_deploy.aws import error_code
+from dmp_deploy.config import Config
+from dmp_deploy.errors import ApplyError, ConfigError
+from dmp_deploy.plan import FieldChange
+from dmp_deploy.resources import task_definitions as tds
+from dmp_deploy.resources.base import Context, Live, ResourceKind
+from dmp_deploy.resources.cluster import strategy as canonical_strategy
+
+KIND = "service"
+SUBNETS_LOOKUP = "network.subnets"  # the canonical value for "the private subnets the config looks up"
+HEALTH_CHECK_GRACE_SECONDS = 60  # behind a load balancer: time to pass the target group's health checks
+PROPAGATE_TAGS = "SERVICE"
+DESCRIBE_BATCH = 10
+# Fields whose change starts a deployment (or scales one): apply waits for those services.
+ROLLOUT_FIELDS = frozenset({"task_definition", "desired_count", "capacity_provider_strategy", "subnets",
+                            "security_groups", "assign_public_ip", "load_balancers", "enable_execute_command"})
+NETWORK_FIELDS = frozenset({"subnets", "security_groups", "assign_public_ip"})
+DEPLOYMENT_FIELDS = frozenset({"deployment_circuit_breaker", "minimum_healthy_percent", "maximum_percent"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure pieces: what an app's service (and its one-off tasks) should look like
+
+
+def security_group_names(config: Config, app: str) -> list[str]:
+    """The groups an app's tasks run in: its own, plus the clients group of each backing service it uses."""
+    return sorted([names.security_group(config, app),
+                   *(names.security_group(config, f"{svc}-clients") for svc in APPS[app].backing)])
+
+
+def capacity_provider_strategy(config: Config) -> list[dict]:
+    return canonical_strategy([{"capacityProvider": config.cluster.default_capacity_provider, "weight": 1}])
+
+
+def load_balancers(config: Config, app: str, task_definition: dict) -> list[dict]:
+    """The app's target group (config apps.<app>.target_group_arn), on the container that listens on its port."""
+    target_group = config.apps[app].target_group_arn
+    if not target_group:
+        return []
+    port = APPS[app].port
+    container = next((c["name"] for c in task_definition.get("containerDefinitions", [])
+                      if any(m.get("containerPort") == port for m in c.get("portMappings") or [])), None)
+    if container is None:
+        raise ConfigError(f"task_definitions/{app}.json.j2 has no container listening on port {port} for the "
+                       f"target group in apps.{app}.target_group_arn")
+    return [{"targetGroupArn": target_group, "containerName": container, "containerPort": port}]
+
+
+def desired_spec(config: Config, app: str, task_definition: dict) -> dict:
+    lbs = load_balancers(config, app, task_definition)
+    return {
+        "task_definition": names.family(config, app),
+        "desired_count": config.apps[app].desired_count,
+        "capacity_provider_strategy": capacity_provider_strategy(config),
+        "subnets": SUBNETS_LOOKUP,
+        "security_groups": security_group_names(config, app),
+        "assign_public_ip": "DISABLED",
+        "load_balancers": lbs,
+        "health_check_grace_period_seconds": HEALTH_CHECK_GRACE_SECONDS if lbs else 0,
+        "deployment_circuit_breaker": {"enable": True, "rollback": True},
+        "minimum_healthy_percent": config.deployment.minimum_healthy_percent,
+        "maximum_percent": config.deployment.maximum_percent,
+        "enable_execute_command": config.apps[app].enable_execute_command,
+        "propagate_tags": PROPAGATE_TAGS,
+        "enable_ecs_managed_tags": True,
+        "tags": config.resource_tags(),
+    }
+
+
+def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str], up_to_date: set[str]) -> dict:
+    """A DescribeServices entry in canonical form. `group_names` maps our groups' ids to names, `subnet_ids`
+    is what network.subnets resolves to, `up_to_date` holds the revision ARNs with the template's content."""
+    vpc = (service.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
+    deployment = service.get("deploymentConfiguration") or {}
+    breaker = deployment.get("deploymentCircuitBreaker") or {}
+    running = service.get("taskDefinition")
+    subnets = sorted(vpc.get("subnets") or [])
+    lbs = sorted(({"targetGroupArn": lb.get("targetGroupArn"), "containerName": lb.get("containerName"),
+                   "containerPort": lb.get("containerPort")} for lb in service.get("loadBalancers") or []),
+                 key=lambda lb: (lb["targetGroupArn"] or "", lb["containerName"] or ""))
+    if service.get("capacityProviderStrategy"):
+        capacity = canonical_strategy(service["capacityProviderStrategy"])
+    else:
+        capacity = f"launch type {service.get('launchType') or 'EC2'}"
+    return {
+        "task_definition": rollout.revision(running).split(":")[0] if running in up_to_date
+        else rollout.revision(running),
+        "desired_count": service.get("desiredCount"),
+        "capacity_provider_strategy": capacity,
+        "subnets": SUBNETS_LOOKUP if subnets and subnets == sorted(subnet_ids) else subnets,
+        "security_groups": sorted(group_names.get(g, g) for g in vpc.get("securityGroups") or []),
+        "assign_public_ip": vpc.get("assignPublicIp", "DISABLED"),
+        "load_balancers": lbs,
+        "health_check_grace_period_seconds": service.get("healthCheckGracePeriodSeconds") or 0,
+        "deployment_circuit_breaker": {"enable": bool(breaker.get("enable")),
+                                       "rollback": bool(breaker.get("rollback"))},
+        "minimum_healthy_percent": deployment.get("minimumHealthyPercent"),
+        "maximum_percent": deployment.get("maximumPercent"),
+        "enable_execute_command": bool(service.get("enableExecuteCommand")),
+        "propagate_tags": service.get("propagateTags") or "NONE",
+        "enable_ecs_managed_tags": bool(service.get("enableECSManagedTags")),
+        "tags": {t["key"]: t.get("value", "") for t in service.get("tags") or []
+                 if not t["key"].startswith("aws:")},
+    }
+
+
+def has_template_content(described: dict, desired_td_spec: dict | None) -> bool:
+    """Whether a DescribeTaskDefinition answer (with tags) has the content the task_definition kind wants:
+    its content-hash tag says so, or (a revision registered without it) its canonical content is equal."""
+    if not desired_td_spec:
+        return False
+    tags = {t["key"]: t["value"] for t in described.get("tags") or []}
+    want_hash = desired_td_spec["tags"].get(tds.CONTENT_HASH_TAG)
+    if want_hash and tags.get(tds.CONTENT_HASH_TAG) == want_hash:
+        return True
+    return tds.canonical_definition(described["taskDefinition"]) == tds.content_of(desired_td_spec)
+
+
+def network_configuration(ctx: Context, group_names: list[str]) -> dict:
+    """awsvpcConfiguration for an app's tasks: the private subnets, the groups by id, no public IP."""
+    return {"awsvpcConfiguration": {
+        "subnets": list(ctx.lookups["subnet_ids"]),
+        "securityGroups": [ctx.registry.get("security_group", g, "id") for g in group_names],
+        "assignPublicIp": "DISABLED",
+    }}
+
+
+def _tag_list(tags: dict[str, str]) -> list[dict]:
+    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The kind
+
+
+class Services(ResourceKind):
+    kind = KIND
+    depends_on = ("cluster", "task_definition", "security_group", "iam_role", "log_group")
+
+    def desired(self, state) -> dict[str, dict]:
+        config = state.config
+        return {names.family(config, app): desired_spec(config, app, state.task_definitions[app])
+                for app in sorted(APPS) if app in state.task_definitions}
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        cluster = names.cluster(ctx.config)
+        try:
+            arns = ctx.aws.pages("ecs", "list_services", "serviceArns", cluster=cluster)
+        except Exception as exc:
+            if error_code(exc) == "ClusterNotFoundException":
+                return {}  # no cluster yet: no services
+            raise
+        batches = [arns[i:i + DESCRIBE_BATCH] for i in range(0, len(arns), DESCRIBE_BATCH)]
+        described = [s for answer in ctx.map(
+            lambda batch: ctx.aws.call("ecs", "describe_services", cluster=cluster, services=batch,
+                                       include=["TAGS"]).get("services", []), batches) for s in answer]
+        declared = ctx.desired.resources.get(self.kind, {})
+        ours = []
+        for service in described:
+            if service.get("status") != "ACTIVE":
+                continue  # DRAINING or INACTIVE: already being deleted
+            tags = {t["key"]: t.get("value") for t in service.get("tags") or []}
+            owned = tags.get("dmp:managed-by") == "dmp-deploy" and tags.get("dmp:env") == ctx.config.env
+            if service["serviceName"] in declared or owned:
+                ours.append(service)
+
+        up_to_date = self._up_to_date_revisions(ctx, ours)
+        group_names = ctx.registry.names_by("security_group", "id")
+        out = {}
+        for service in ours:
+            name = service["serviceName"]
+            ctx.registry.put(self.kind, name, arn=service["serviceArn"])
+            out[name] = Live(
+                spec=live_spec(service, group_names, ctx.lookups.get("subnet_ids", []), up_to_date),
+                ids={"arn": service["serviceArn"], "task_definition_arn": service.get("taskDefinition")},
+            )
+        return out
+
+    @staticmethod
+    def _up_to_date_revisions(ctx: Context, services: list[dict]) -> set[str]:
+        """The revisions, among those the services run, that have their template's current content."""
+        wanted = ctx.desired.resources.get("task_definition", {})
+        running = sorted({s["taskDefinition"] for s in services if s.get("taskDefinition")})
+        running = [arn for arn in running if rollout.revision(arn).split(":")[0] in wanted]
+        answers = ctx.map(lambda arn: ctx.aws.call("ecs", "describe_task_definition", taskDefinition=arn,
+                                                   include=["TAGS"]), running)
+        return {arn for arn, answer in zip(running, answers)
+                if has_template_content(answer, wanted.get(rollout.revision(arn).split(":")[0]))}
+
+    def diff(self, name: str, desired: dict, live: Live) -> list[FieldChange]:
+        changes = super().diff(name, desired, live)
+        # Say which revision "the template's" is: the plan reads "dmp-local-api:6 -> dmp-local-api (current
+        # template)", the revision itself is known once the task_definition kind has registered it.
+        return [FieldChange(c.path, c.before, f"{c.after} (the revision of the current template)")
+                if c.path == "task_definition" else c for c in changes]
+
+    # --- changes ---
+
+    def create(self, ctx: Context, name: str, spec: dict) -> None:
+        task_definition = ctx.registry.get("task_definition", spec["task_definition"], "arn")
+        params = {
+            "cluster": names.cluster(ctx.config),
+            "serviceName": name,
+            "taskDefinition": task_definition,
+            "desiredCount": spec["desired_count"],
+            "capacityProviderStrategy": spec["capacity_provider_strategy"],
+            "networkConfiguration": network_configuration(ctx, spec["security_groups"]),
+            "deploymentConfiguration": self._deployment_configuration(spec),
+            "deploymentController": {"type": "ECS"},
+            "schedulingStrategy": "REPLICA",
+            "enableExecuteCommand": spec["enable_execute_command"],
+            "propagateTags": spec["propagate_tags"],
+            "enableECSManagedTags": spec["enable_ecs_managed_tags"],
+            "tags": _tag_list(spec["tags"]),
+        }
+        if spec["load_balancers"]:
+            params["loadBalancers"] = spec["load_balancers"]
+            params["healthCheckGracePeriodSeconds"] = spec["health_check_grace_period_seconds"]
+        service = ctx.aws.call("ecs", "create_service", **params)["service"]
+        ctx.registry.put(self.kind, name, arn=service["serviceArn"])
+        self._expect_rollout(ctx, name, task_definition, service)
+
+    def update(self, ctx: Context, name: str, spec: dict, live: Live, changes: list[FieldChange]) -> None:
+        fields = {c.path.split(".")[0] for c in changes}
+        params: dict = {}
+        if "task_definition" in fields:
+            params["taskDefinition"] = ctx.registry.get("task_definition", spec["task_definition"], "arn")
+        if "desired_count" in fields:
+            params["desiredCount"] = spec["desired_count"]
+        if fields & NETWORK_FIELDS:
+            params["networkConfiguration"] = network_configuration(ctx, spec["security_groups"])
+        if fields & DEPLOYMENT_FIELDS:
+            params["deploymentConfiguration"] = self._deployment_configuration(spec)
+        if "capacity_provider_strategy" in fields:
+            params["capacityProviderStrategy"] = spec["capacity_provider_strategy"]
+            params["forceNewDeployment"] = True  # AWS requires it to move tasks to another strategy
+        if "load_balancers" in fields:
+            params["loadBalancers"] = spec["load_balancers"]
+        if "health_check_grace_period_seconds" in fields and spec["load_balancers"]:
+            params["healthCheckGracePeriodSeconds"] = spec["health_check_grace_period_seconds"]
+        if "enable_execute_command" in fields:
+            params["enableExecuteCommand"] = spec["enable_execute_command"]
+            params["forceNewDeployment"] = True  # running tasks only get (or lose) ECS Exec when replaced
+        if "propagate_tags" in fields:
+            params["propagateTags"] = spec["propagate_tags"]
+        if "enable_ecs_managed_tags" in fields:
+            params["enableECSManagedTags"] = spec["enable_ecs_managed_tags"]
+        if params:
+            service = ctx.aws.call("ecs", "update_service", cluster=names.cluster(ctx.config), service=name,
+                                   **params)["service"]
+            if fields & ROLLOUT_FIELDS:
+                self._expect_rollout(ctx, name, params.get("taskDefinition") or live.ids["task_definition_arn"],
+                                     service)
+        if "tags" in fields:
+            want, have = spec["tags"], live.spec["tags"]
+            stale = sorted(set(have) - set(want))
+            if stale:
+                ctx.aws.call("ecs", "untag_resource", resourceArn=live.ids["arn"], tagKeys=stale)
+            if any(have.get(k) != v for k, v in want.items()):
+                ctx.aws.call("ecs", "tag_resource", resourceArn=live.ids["arn"], tags=_tag_list(want))
+
+    def delete(self, ctx: Context, name: str, live: Live) -> None:
+        cluster = names.cluster(ctx.config)
+        if live.spec.get("desired_count"):
+            ctx.aws.call("ecs", "update_service", cluster=cluster, service=name, desiredCount=0)
+        ctx.aws.call("ecs", "delete_service", cluster=cluster, service=name, force=True)
+
+    def settle(self, ctx: Context, changes: list) -> None:
+        """Wait for the rollouts the changes started; fail naming every service that did not roll out."""
+        expected = self._rollouts(ctx)
+        targets = [expected[c.name] for c in changes if c.name in expected]
+        if not targets:
+            return
+        deployment = ctx.config.deployment
+        outcomes = rollout.wait(ctx, names.cluster(ctx.config), targets, deployment.rollout_timeout_seconds,
+                                deployment.rollout_poll_seconds)
+        if any(o.failed for o in outcomes):
+            raise ApplyError(rollout.failure_message(outcomes))
+
+    # --- helpers ---
+
+    @staticmethod
+    def _deployment_configuration(spec: dict) -> dict:
+        return {"deploymentCircuitBreaker": dict(spec["deployment_circuit_breaker"]),
+                "minimumHealthyPercent": spec["minimum_healthy_percent"],
+                "maximumPercent": spec["maximum_percent"]}
+
+    @staticmethod
+    def _rollouts(ctx: Context) -> dict[str, rollout.Target]:
+        return ctx.memo("service rollouts to wait for", dict)
+
+    def _expect_rollout(self, ctx: Context, name: str, task_definition: str, answer: dict) -> None:
+        """Remember what this service must end up running, and which of its events were there already."""
+        self._rollouts(ctx)[name] = rollout.Target(
+            name, task_definition, frozenset(e.get("id") for e in answer.get("events") or []))
