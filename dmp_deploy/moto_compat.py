@@ -77,3 +77,815 @@ def logs_associates_kms_keys() -> None:
 
     LogsResponse.associate_kms_key = associate_kms_key
     LogsResponse.disassociate_kms_key = disassociate_kms_key
+
+
+# --- The add-users workflow: S3 upload -> EventBridge -> Step Functions -> ECS tasks (issue 4) -------------
+#
+# moto contains LocalStack's ASL interpreter. The gaps below let a state machine that runs ECS tasks with
+# `ecs:runTask.sync` and cleans up with `aws-sdk:s3:*` run end to end, started by an S3 upload's event.
+
+
+@gap
+def stepfunctions_service_tasks_use_botocore_shapes() -> None:
+    """AWS: service-integration Tasks take PascalCase parameters (`Cluster`, `TaskDefinition`,
+    `NetworkConfiguration.AwsvpcConfiguration`, `Overrides.ContainerOverrides[].Environment[].Name`) and
+    return PascalCase results, whatever the casing of the service's own API; timestamps in the optimised
+    integrations' results (ECS's task description) are epoch milliseconds, as their Java SDK objects serialise.
+    API errors of the optimised ECS integration are named `ECS.<modelled exception>` or
+    `ECS.AmazonECSException`.
+    moto 5.2.5: `_normalise_parameters` / `_normalise_response` are no-ops, so camelCase APIs (ECS, Step
+    Functions, Logs...) get PascalCase keys and fail with States.Runtime (cause `'Cluster'`); results keep
+    datetime objects, which break DescribeExecution once they reach the execution's output; every ECS API
+    error is States.Runtime. The fix converts key names along the operation's botocore input and output
+    shapes (as LocalStack does), turns timestamps into JSON values (epoch milliseconds for optimised
+    integrations, ISO-8601 strings for `aws-sdk:*` ones) and names ECS errors like AWS."""
+    import datetime
+    import functools
+
+    import botocore.session
+    from botocore import xform_name
+    from botocore.exceptions import ClientError, UnknownServiceError
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
+        StateTaskService,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+        StateTaskServiceEcs,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    @functools.lru_cache(maxsize=None)
+    def service_model(service: str):
+        try:
+            return botocore.session.get_session().get_service_model(service)
+        except UnknownServiceError:
+            return None
+
+    @functools.lru_cache(maxsize=None)
+    def operation_model(service: str, action: str):
+        """`action` in snake_case, as the interpreter spells it (run_task, delete_object)."""
+        model = service_model(service)
+        names = {xform_name(name): name for name in model.operation_names} if model else {}
+        return model.operation_model(names[action]) if action in names else None
+
+    def json_timestamps(value, epoch_millis: bool):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                value[key] = json_timestamps(item, epoch_millis)
+        elif isinstance(value, list):
+            value[:] = [json_timestamps(item, epoch_millis) for item in value]
+        elif isinstance(value, datetime.datetime):
+            return int(value.timestamp() * 1000) if epoch_millis else value.isoformat()
+        return value
+
+    def _operation(self, boto_service_name, service_action_name):
+        return operation_model(self._get_boto_service_name(boto_service_name),
+                               self._get_boto_service_action(service_action_name))
+
+    def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None) -> None:
+        operation = _operation(self, boto_service_name, service_action_name)
+        if operation is not None and operation.input_shape is not None:
+            self._to_boto_request(parameters, operation.input_shape)
+
+    def _normalise_response(self, response, boto_service_name=None, service_action_name=None) -> None:
+        operation = _operation(self, boto_service_name, service_action_name)
+        if operation is not None and operation.output_shape is not None:
+            self._from_boto_response(response, operation.output_shape)
+        json_timestamps(response, epoch_millis=not isinstance(self, StateTaskServiceAwsSdk))
+
+    StateTaskService._normalise_parameters = _normalise_parameters
+    StateTaskService._normalise_response = _normalise_response
+    # moto's recasing goes through snake_case and mangles acronyms (SSEKMSKeyId -> SsekmsKeyId); AWS only
+    # capitalises the first letter (privateIpv4Address -> PrivateIpv4Address).
+    StateTaskService._to_sfn_cased = staticmethod(lambda key: key[:1].upper() + key[1:])
+
+    ecs_from_error = StateTaskServiceEcs._from_error
+
+    def _from_error(self, env, ex: Exception) -> FailureEvent:
+        if not isinstance(ex, ClientError):
+            return ecs_from_error(self, env, ex)
+        code = ex.response["Error"].get("Code", "")
+        modelled = {shape.name for shape in service_model("ecs").error_shapes}
+        error = f"ECS.{code if code in modelled else 'AmazonECSException'}"
+        meta = ex.response.get("ResponseMetadata", {})
+        cause = (f"{ex.response['Error'].get('Message', '')} (Service: AmazonECS; Status Code: "
+                 f"{meta.get('HTTPStatusCode')}; Error Code: {code}; Request ID: {meta.get('RequestId')}; Proxy: null)")
+        return FailureEvent(
+            env=env, error_name=CustomErrorName(error), event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
+                error=error, cause=cause, resource=self._get_sfn_resource(),
+                resourceType=self._get_sfn_resource_type())))
+
+    StateTaskServiceEcs._from_error = _from_error
+
+
+@gap
+def ec2_network_interfaces_have_private_dns_names() -> None:
+    """AWS: every network interface has a private DNS name, whatever the VPC's `enableDnsHostnames` (which
+    governs public DNS names). moto 5.2.5 sets `private_dns_name` only when DNS hostnames are enabled, so
+    RunTask of an awsvpc task in any other VPC (e.g. a plain CreateVpc) crashes with a 500 (AttributeError)."""
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+    from moto.ec2.utils import generate_dns_from_ip
+
+    network_interface_init = NetworkInterface.__init__
+
+    def __init__(self, *args, **kwargs) -> None:
+        network_interface_init(self, *args, **kwargs)
+        if not getattr(self, "private_dns_name", None) and self.private_ip_address:
+            self.private_dns_name = generate_dns_from_ip(self.private_ip_address)
+
+    NetworkInterface.__init__ = __init__
+
+
+# Scripted outcomes of emulated ECS tasks, by task-definition family: (exit code, container reason, container).
+_TASK_OUTCOMES: dict[str, tuple[int, str, str | None]] = {}
+TASK_OUTCOMES_ENV = "DMP_LOCAL_TASK_OUTCOMES"
+TASK_STEP_SECONDS = 0.25  # per lifecycle step: RUNNING -> DEACTIVATING -> STOPPING -> DEPROVISIONING -> STOPPED
+
+
+def script_task_outcome(family: str, exit_code: int, reason: str = "", container: str | None = None) -> None:
+    """Make every emulated task of `family` end with `exit_code` in `container` (default: its first essential
+    container; the others exit 0), until `clear_task_outcomes()` or a reset of the embedded AWS.
+    Works in the process that runs the embedded AWS (the test suite's in-process server). A separate server
+    process reads the same rules from $DMP_LOCAL_TASK_OUTCOMES, e.g. '{"dmp-local-add-users": 1}' or
+    '{"dmp-local-add-users": {"exit_code": 1, "reason": "...", "container": "add-users"}}'."""
+    _TASK_OUTCOMES[family] = (int(exit_code), reason, container)
+
+
+def clear_task_outcomes() -> None:
+    _TASK_OUTCOMES.clear()
+
+
+def task_outcome(family: str) -> tuple[int, str, str | None]:
+    """The scripted (exit code, reason, container) of a family's tasks; by default every container exits 0."""
+    import json
+    import os
+
+    if family in _TASK_OUTCOMES:
+        return _TASK_OUTCOMES[family]
+    rule = json.loads(os.environ.get(TASK_OUTCOMES_ENV) or "{}").get(family)
+    if isinstance(rule, dict):
+        return int(rule.get("exit_code", 0)), rule.get("reason", ""), rule.get("container")
+    return (int(rule), "", None) if rule is not None else (0, "", None)
+
+
+@gap
+def ecs_tasks_run_and_stop_with_exit_codes() -> None:
+    """AWS: a task runs every container of its definition and stops on its own when an essential container
+    exits: `lastStatus`/`desiredStatus` STOPPED, `stopCode` EssentialContainerExited, `stoppedReason`
+    "Essential container in task exited", `stoppedAt`, and each container's `exitCode` (absent while running).
+    moto 5.2.5: a task has one container (the definition's first), `exitCode` 0 from the start, no stop
+    details, never "runs and fails", and by default (no transition registered for `ecs::task`) is STOPPED
+    already in RunTask's own response. Here a task moves one lifecycle step every TASK_STEP_SECONDS of
+    wall-clock time (the state manager's `time` progression, settled when DescribeTasks reads it, all elapsed
+    steps at once, so its life does not depend on how often it is described; any transition set through
+    /moto-api/state-manager/set-transition still wins), and a stopped task's exit codes come from
+    `script_task_outcome()` (default 0). moto's reset also clears scripted outcomes."""
+    from datetime import datetime, timedelta
+
+    from moto.core.utils import utcnow
+    from moto.ecs.models import Container, Task
+    from moto.moto_api import state_manager
+    from moto.moto_api._internal.managed_state_model import ManagedState
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    state_manager.register_default_transition("ecs::task", {"progression": "time", "seconds": TASK_STEP_SECONDS})
+
+    task_init = Task.__init__
+
+    def __init__(self, cluster, task_definition, *args, **kwargs) -> None:
+        task_init(self, cluster, task_definition, *args, **kwargs)
+        self.family = task_definition.family
+        self.containers = []
+        for definition in task_definition.container_definitions:
+            container = Container(task_definition)  # moto reads the first definition: overwrite from this one
+            container.name, container.image = definition.get("name"), definition.get("image")
+            container.cpu, container.memory = definition.get("cpu", 0), definition.get("memory")
+            container.environment, container.command = definition.get("environment"), definition.get("command")
+            container.essential = definition.get("essential", True)
+            container.last_status, container.exitCode = "RUNNING", None
+            self.containers.append(container)
+
+    def stop(task) -> None:
+        """Fill in what AWS reports for a stopped task, once."""
+        if getattr(task, "stop_code", None):
+            return
+        exit_code, reason, name = task_outcome(task.family)
+        essential = [c for c in task.containers if c.essential] or task.containers
+        failing = next((c for c in task.containers if c.name == name), None) if name else essential[0]
+        for container in task.containers:
+            container.last_status = "STOPPED"
+            container.exitCode = exit_code if container is failing else 0
+            if container is failing and reason:
+                container.reason = reason
+        user_initiated = task.desired_status == "STOPPED"  # set by StopTask; moto never changes it otherwise
+        task.desired_status = "STOPPED"
+        task.stop_code = "UserInitiated" if user_initiated else "EssentialContainerExited"
+        if not user_initiated:
+            task.stopped_reason = "Essential container in task exited"
+        task.stopping_at = task.execution_stopped_at = task.stopped_at = utcnow()
+
+    def advance(self) -> None:
+        # DescribeTasks advances every task before serialising it. Settle the status (and the stop details)
+        # here and only here: progressing on every read, as moto does, lets a task turn STOPPED half-way
+        # through serialising a response whose containers were already written as running.
+        ManagedState.advance(self)
+        transition = state_manager.get_transition(self.model_name)
+        if transition["progression"] != "time":
+            self._status = ManagedState.status.fget(self)
+        else:  # moto moves one step per read at most; catch up on wall-clock time instead
+            step = timedelta(seconds=transition["seconds"])
+            while datetime.now() - self._time_progressed > step:
+                following = self._get_next_status(self._status)
+                if following == self._status:
+                    break
+                self._status, self._time_progressed = following, self._time_progressed + step
+        if self._status == "STOPPED":
+            stop(self)
+
+    Task.__init__ = __init__
+    Task.status = property(lambda self: self._status, ManagedState.status.fset)
+    Task.advance = advance
+
+    reset = MotoAPIBackend.reset
+
+    def reset_with_outcomes(self) -> None:
+        clear_task_outcomes()
+        reset(self)
+
+    MotoAPIBackend.reset = reset_with_outcomes
+
+
+@gap
+def stepfunctions_ecs_sync_fails_when_a_container_fails() -> None:
+    """AWS: `ecs:runTask.sync` fails with States.TaskFailed when the task stops with an essential container's
+    exit code other than 0 (or without one, e.g. StopCode TaskFailedToStart); the cause is the stopped task's
+    description as JSON. moto 5.2.5 succeeds whenever the task reaches STOPPED."""
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+        StateTaskServiceEcs,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+    from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+    build_sync_resolver = StateTaskServiceEcs._build_sync_resolver
+
+    def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        resolve = build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+        ecs = boto_client_for(region=resource_runtime_part.region, service="ecs",
+                              state_credentials=state_credentials)
+
+        def resolve_or_fail():
+            task = resolve()
+            if task is None:
+                return None
+            definition = ecs.describe_task_definition(taskDefinition=task["TaskDefinitionArn"])["taskDefinition"]
+            essential = {c["name"] for c in definition["containerDefinitions"] if c.get("essential", True)}
+            failed = task.get("StopCode") == "TaskFailedToStart" or any(
+                c.get("ExitCode") != 0 for c in task.get("Containers", []) if c.get("Name") in essential)
+            if not failed:
+                return task
+            error = StatesErrorNameType.StatesTaskFailed.to_name()
+            raise FailureEventException(FailureEvent(
+                env=env, error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+                event_type=HistoryEventType.TaskFailed,
+                event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
+                    error=error, cause=to_json_str(task, separators=(",", ":")),
+                    resource=self._get_sfn_resource(), resourceType=self._get_sfn_resource_type()))))
+
+        return resolve_or_fail
+
+    StateTaskServiceEcs._build_sync_resolver = _build_sync_resolver
+
+
+@gap
+def stepfunctions_starts_versions_and_aliases() -> None:
+    """AWS: StartExecution accepts a state machine's ARN, a version ARN (`...:stateMachine:name:3`) or an
+    alias ARN (`...:stateMachine:name:live`, routed to a version by weight); the execution runs that
+    version's definition and is listed under the state machine. Without `name`, AWS generates a UUID.
+    moto 5.2.5 (interpreter backend): a version or alias ARN fails (a version has no idempotency check, no
+    backend, and its executions would be invisible to DescribeExecution); without `name` every execution
+    gets the same ARN (`...:execution:machine:None`). Here the version's executions are the machine's own
+    list, so its snapshot (with the version's definition) runs and is found like any other execution."""
+    import random
+    import uuid
+
+    from moto.stepfunctions.models import StateMachine, StateMachineVersion
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    StateMachineVersion._handle_name_input_idempotency = StateMachine._handle_name_input_idempotency
+    start_execution = StepFunctionsParserBackend.start_execution
+
+    def _start_execution(self, state_machine_arn, name=None, execution_input=None, trace_header=None):
+        name = name or str(uuid.uuid4())
+        qualifier = state_machine_arn.split(":")[7:]
+        if not qualifier:
+            return start_execution(self, state_machine_arn, name, execution_input, trace_header)
+        version_arn = state_machine_arn
+        if not qualifier[0].isdigit():
+            routes = self.describe_state_machine_alias(state_machine_arn).routing_configuration
+            version_arn = random.choices([r["stateMachineVersionArn"] for r in routes],
+                                         weights=[r.get("weight", 100) for r in routes])[0]
+        version = self.describe_state_machine(version_arn)
+        machine = self.describe_state_machine(version.source_arn)
+        version.executions, version.backend = machine.executions, machine.backend
+        execution = start_execution(self, version_arn, name, execution_input, trace_header)
+        execution.state_machine_arn = machine.arn
+        return execution
+
+    StepFunctionsParserBackend.start_execution = _start_execution
+
+
+def _step_functions_input(target: dict, event: dict) -> str:
+    """What EventBridge passes to a target: the event, or the target's Input / InputPath / InputTransformer."""
+    import json
+    from datetime import datetime, timezone
+
+    from jsonpath_ng.ext import parse
+    from moto.events.utils import EventTemplateParser
+
+    event = dict(event)
+    if isinstance(event.get("time"), (int, float)):  # moto keeps epoch seconds; the event carries ISO-8601
+        event["time"] = datetime.fromtimestamp(event["time"], tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ingestion_time = event.pop("ingestion-time", event["time"])  # moto-internal, not part of the event
+    if "Input" in target:
+        return target["Input"]
+    if "InputPath" in target:
+        matches = parse(target["InputPath"]).find(event)
+        return json.dumps(matches[0].value if matches else None)
+    if "InputTransformer" in target:
+        transformer = target["InputTransformer"]
+        return json.dumps(EventTemplateParser.parse(transformer.get("InputTemplate"),
+                                                    transformer.get("InputPathsMap", {}),
+                                                    {**event, "ingestion-time": ingestion_time}))
+    return json.dumps(event)
+
+
+@gap
+def eventbridge_delivers_to_step_functions() -> None:
+    """AWS: a rule whose target is a state machine (or a version or alias of one) starts an execution per
+    matching event, with the event (or the target's Input / InputPath / InputTransformer) as input and a
+    unique name; delivery is asynchronous, so one failing target never affects other targets, other rules
+    or the PutEvents / PutObject that emitted the event; disabled rules deliver nothing; every event has its
+    own `id`. moto 5.2.5: a Step Functions target raises NotImplementedError (PutEvents answers 500; on the
+    S3 path the error is swallowed and delivery to every later rule is dropped), disabled rules still
+    deliver, and every S3 event has the same `id`. S3's spurious "Object Tags Added" event (PutObject
+    always re-tags the new object) is left as is: rules that match detail-type "Object Created" ignore it."""
+    import copy
+    import logging
+    import uuid
+
+    from moto.events.models import Rule
+    from moto.events.utils import _BASE_EVENT_MESSAGE
+    from moto.stepfunctions.responses import get_backend
+
+    log = logging.getLogger(__name__)
+    send_to_targets = Rule.send_to_targets
+
+    def _send_to_targets(self, original_event, transform_input: bool = True) -> None:
+        if self.state != "ENABLED" or not self.event_pattern.matches_event(original_event):
+            return
+        if original_event.get("id") == _BASE_EVENT_MESSAGE["id"]:
+            original_event["id"] = str(uuid.uuid4())  # S3 builds every event from one template: stamp it once
+        for target in self.targets:
+            try:
+                arn = target["Arn"]
+                if arn.split(":")[2] == "states":
+                    _, _, _, region, account = arn.split(":")[:5]
+                    get_backend(account, region).start_execution(
+                        arn, str(uuid.uuid4()), _step_functions_input(target, original_event))
+                else:
+                    one_target = copy.copy(self)
+                    one_target.targets = [target]
+                    send_to_targets(one_target, original_event, transform_input)
+            except Exception:
+                log.warning("dmp-deploy compat: rule %s could not deliver event %s to %s",
+                            self.name, original_event.get("id"), target.get("Arn"), exc_info=True)
+
+    Rule.send_to_targets = _send_to_targets
+
+
+# --- ECS services: rollouts and scripted circuit-breaker failures --------------------------------
+#
+# moto never runs a service's tasks: a deployment stays IN_PROGRESS with nothing running, forever. The gaps
+# below make the embedded ECS roll services out the way AWS does, one step per DescribeServices of the
+# service, so that apply's wait is exercised locally, not skipped. Tests (and only tests or local scripting)
+# can make the next rollout of a service fail like a circuit-breaker rollback in AWS. (One-off tasks' exit
+# codes are scripted with script_task_outcome, above.)
+
+import json
+import os
+import threading as _threading
+
+_ECS_LOCK = _threading.RLock()
+_ROLLOUT_FAILURES: dict[str, str] = {}  # service name or family -> stopped reason of its tasks
+_EVENTS_KEPT = 100  # AWS keeps the latest 100 service events
+ROLLOUT_FAILURES_ENV = "DMP_LOCAL_ROLLOUT_FAILURES"
+
+
+def script_rollout_failure(service_or_family: str,
+                           reason: str = "Essential container in task exited") -> None:
+    """Make the NEXT rollout of a service (by service name or task definition family) fail in the embedded
+    ECS as a circuit breaker makes it fail in AWS: the new deployment's tasks stop with `reason`, its
+    rolloutState becomes FAILED and, when the circuit breaker has rollback on, a rollback deployment to the
+    previous task definition becomes PRIMARY and then COMPLETED. One-shot: consumed by the rollout it fails.
+    For tests and local scripting only, in the process that runs the embedded AWS. A separate server process
+    (`run.py local up`) reads standing rules from $DMP_LOCAL_ROLLOUT_FAILURES instead, e.g.
+    '{"dmp-local-api": "CannotPullContainerError: ..."}': every rollout of those services fails while it is set."""
+    with _ECS_LOCK:
+        _ROLLOUT_FAILURES[service_or_family] = reason
+
+
+def clear_rollout_failures() -> None:
+    with _ECS_LOCK:
+        _ROLLOUT_FAILURES.clear()
+
+
+def _family_of(task_definition_arn: str | None) -> str:
+    return (task_definition_arn or "").rsplit("/", 1)[-1].split(":")[0]
+
+
+def _pin(task, status: str) -> None:
+    """Fix a task's lastStatus: service tasks do not walk moto's RUNNING -> STOPPED lifecycle on describe."""
+    task._transitions = []
+    task.status = status
+
+
+def _stop_task(task, reason: str, stop_code: str, exit_code: int | None) -> None:
+    from moto.core.utils import utcnow
+    _pin(task, "STOPPED")
+    task.desired_status = "STOPPED"
+    task.stopped_reason = reason
+    task.stop_code = stop_code
+    task.stopped_at = task.execution_stopped_at = utcnow()
+    task.health_status = "UNKNOWN"
+    _release_network_interfaces(task)
+    for container in task.containers:
+        container.last_status = "STOPPED"
+        if exit_code is not None:
+            container.exitCode = exit_code if getattr(container, "essential", True) else 0
+        else:
+            container.reason = reason
+
+
+def _release_network_interfaces(task) -> None:
+    """A stopped awsvpc task's network interface is deleted, as in AWS."""
+    from moto.ec2 import ec2_backends
+    ec2 = ec2_backends[task._account_id][task.region_name]
+    for attachment in task.attachments:
+        for detail in attachment.get("details", []):
+            if detail.get("name") == "networkInterfaceId" and detail["value"] in ec2.enis:
+                ec2.delete_network_interface(detail["value"])
+        attachment["status"] = "DELETED"
+
+
+class _Rollout:
+    """The embedded ECS's service scheduler: deployments that start tasks, drain the old ones, complete,
+    or fail and roll back. `advance` is one step, taken on each DescribeServices of the service."""
+
+    def __init__(self, backend, service):
+        self.backend, self.service = backend, service
+
+    # -- events, tasks and deployments --
+
+    def event(self, message: str) -> None:
+        from moto.core.utils import utcnow
+        from moto.moto_api._internal import mock_random
+        self.service.events.insert(0, {"id": str(mock_random.uuid4()), "createdAt": utcnow(),
+                                       "message": f"(service {self.service.name}) {message}"})
+        del self.service.events[_EVENTS_KEPT:]
+
+    def tasks(self, deployment: dict, running: bool = True) -> list:
+        return [t for t in self.backend.tasks.get(self.service.cluster_name, {}).values()
+                if getattr(t, "_dmp_deployment", None) == deployment["id"]
+                and (t.desired_status == "RUNNING") == running]
+
+    def start_tasks(self, deployment: dict, count: int) -> list:
+        from moto.core.utils import utcnow
+        from moto.ecs.models import Task
+        cluster = self.backend._get_cluster(self.service.cluster_name)
+        definition = self.backend.describe_task_definition(deployment["taskDefinition"])
+        network = self.service.network_configuration or None
+        strategy = getattr(self.service, "capacity_provider_strategy", None) or []
+        started = []
+        for _ in range(count):
+            task = Task(cluster, definition, None, None, backend=self.backend, group=f"service:{self.service.name}",
+                        launch_type=self.service.launch_type or "", started_by=deployment["id"],
+                        networking_configuration=network if network and network.get("awsvpcConfiguration",
+                                                                                    {}).get("securityGroups") else None,
+                        capacity_provider_name=strategy[0]["capacityProvider"] if strategy else None)
+            task.created_at = task.started_at = utcnow()
+            task._dmp_deployment = deployment["id"]
+            _pin(task, "RUNNING")
+            self.backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+            started.append(task)
+        return started
+
+    def stop_tasks(self, tasks: list, reason: str, stop_code: str = "ServiceSchedulerInitiated",
+                   exit_code: int | None = None) -> None:
+        for task in tasks:
+            _stop_task(task, reason, stop_code, exit_code)
+
+    def new_deployment(self, task_definition: str, rollback_of: str | None = None) -> dict:
+        from moto.core.utils import utcnow
+        from moto.moto_api._internal import mock_random
+        now = utcnow()
+        for d in self.service.deployments:
+            d["status"] = "ACTIVE"
+        deployment = {
+            "id": f"ecs-svc/{mock_random.randint(10**18, 10**19 - 1)}",
+            "status": "PRIMARY",
+            "taskDefinition": task_definition,
+            "desiredCount": self.service.desired_count,
+            "pendingCount": 0, "runningCount": 0, "failedTasks": 0,
+            "createdAt": now, "updatedAt": now,
+            "networkConfiguration": self.service.network_configuration or None,
+            "rolloutState": "IN_PROGRESS",
+        }
+        deployment["rolloutStateReason"] = f"ECS deployment {deployment['id']} in progress."
+        strategy = getattr(self.service, "capacity_provider_strategy", None)
+        if strategy:
+            deployment["capacityProviderStrategy"] = strategy
+        else:
+            deployment["launchType"] = self.service.launch_type
+        with _ECS_LOCK:
+            failure = None
+            if rollback_of is None:  # a rollback itself never fails: it returns to what ran before
+                standing = json.loads(os.environ.get(ROLLOUT_FAILURES_ENV) or "{}")
+                for key in (self.service.name, _family_of(task_definition)):
+                    failure = failure or _ROLLOUT_FAILURES.pop(key, None) or standing.get(key)
+        deployment["_dmp_failure"] = failure
+        self.service.deployments.insert(0, deployment)
+        self.service.task_definition = task_definition
+        return deployment
+
+    def counts(self) -> None:
+        for d in self.service.deployments:
+            d["runningCount"] = len(self.tasks(d))
+            d["pendingCount"] = 0
+        self.service.running_count = sum(d["runningCount"] for d in self.service.deployments)
+        self.service.pending_count = 0
+
+    # -- one scheduler step --
+
+    def advance(self) -> None:
+        from moto.core.utils import utcnow
+        service = self.service
+        if service.status != "ACTIVE" or not service.deployments:
+            return
+        if len(self.tasks(service.deployments[0])) != service.desired_count or len(service.deployments) > 1:
+            service._dmp_steady = False
+        primary = service.deployments[0]
+        if primary["rolloutState"] == "FAILED":
+            return  # failed with nothing to roll back to: ECS starts nothing more for it
+        breaker = (getattr(service, "deployment_configuration", None) or {}).get("deploymentCircuitBreaker") or {}
+        primary["desiredCount"] = service.desired_count
+        running = self.tasks(primary)
+        if primary.get("_dmp_failure") and primary["rolloutState"] == "IN_PROGRESS":
+            if not primary["failedTasks"] or not breaker.get("enable"):
+                # The new tasks start and stop; without a circuit breaker ECS keeps trying, forever.
+                failing = self.start_tasks(primary, max(service.desired_count, 1))
+                self.stop_tasks(failing, primary.get("_dmp_failure"), "EssentialContainerExited", exit_code=1)
+                primary["failedTasks"] += len(failing)
+                self.event(f"has started {len(failing)} tasks: "
+                           + " ".join(f"(task {t.id})" for t in failing) + ".")
+            else:
+                self.fail(primary, rollback=breaker.get("rollback"))
+        elif len(running) < service.desired_count:
+            started = self.start_tasks(primary, service.desired_count - len(running))
+            self.event(f"has started {len(started)} tasks: " + " ".join(f"(task {t.id})" for t in started) + ".")
+        elif len(running) > service.desired_count:
+            extra = running[service.desired_count:]
+            self.stop_tasks(extra, "Scaling activity initiated by (service " + service.name + ")")
+            self.event(f"has stopped {len(extra)} running tasks: " + " ".join(f"(task {t.id})" for t in extra) + ".")
+        elif len(service.deployments) > 1:
+            for old in service.deployments[1:]:
+                stopping = self.tasks(old)
+                self.stop_tasks(stopping, f"Scaling activity initiated by (deployment {primary['id']})")
+                if stopping:
+                    self.event(f"has stopped {len(stopping)} running tasks: "
+                               + " ".join(f"(task {t.id})" for t in stopping) + ".")
+            del service.deployments[1:]
+        elif primary["rolloutState"] == "IN_PROGRESS":
+            primary["rolloutState"] = "COMPLETED"
+            primary["rolloutStateReason"] = f"ECS deployment {primary['id']} completed."
+            self.event(f"(deployment {primary['id']}) deployment completed.")
+            self.event("has reached a steady state.")
+            service._dmp_steady = True
+        elif not getattr(service, "_dmp_steady", False):  # e.g. after scaling: steady again
+            self.event("has reached a steady state.")
+            service._dmp_steady = True
+        else:
+            return
+        primary["updatedAt"] = utcnow()
+        self.counts()
+
+    def fail(self, failed: dict, rollback: bool) -> None:
+        failed["rolloutState"] = "FAILED"
+        failed["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
+        self.event(f"(deployment {failed['id']}) deployment failed: tasks failed to start.")
+        previous = next((d for d in self.service.deployments[1:]), None)
+        if rollback and previous:
+            self.event(f"rolling back to deployment {previous['id']}.")
+            self.new_deployment(previous["taskDefinition"], rollback_of=failed["id"])
+        # With nothing to roll back to (or rollback off), the failed deployment stays PRIMARY with no tasks.
+
+
+@gap
+def ecs_services_roll_out() -> None:
+    """AWS: CreateService/UpdateService start a deployment that launches tasks, drains the previous
+    deployment, then completes (rolloutState IN_PROGRESS -> COMPLETED, runningCount reaching desiredCount,
+    events such as "has reached a steady state."); a circuit breaker marks a failing deployment FAILED and,
+    with rollback, rolls back to the previous task definition. CreateService stores deploymentConfiguration,
+    capacityProviderStrategy, enableExecuteCommand, healthCheckGracePeriodSeconds and enableECSManagedTags.
+    moto 5.2.5 ignores those five on create (launchType defaults to EC2 even with a capacity provider
+    strategy), never runs service tasks, keeps every deployment IN_PROGRESS forever, sets runningCount to
+    desiredCount on update, ignores ListTasks' serviceName filter and keeps deleted services' tasks running.
+    Here each DescribeServices advances every described ACTIVE service one scheduler step (see _Rollout)."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    create_response = EC2ContainerServiceResponse.create_service
+    update_service = EC2ContainerServiceBackend.update_service
+    describe_services = EC2ContainerServiceBackend.describe_services
+    delete_service = EC2ContainerServiceBackend.delete_service
+    list_tasks = EC2ContainerServiceBackend.list_tasks
+
+    def create_service(self):
+        result = create_response(self)
+        service = self.ecs_backend._get_service(self._get_param("cluster", "default"), self._get_param("serviceName"))
+        with _ECS_LOCK:
+            strategy = self._get_param("capacityProviderStrategy")
+            if strategy:
+                service.capacity_provider_strategy = strategy
+                if not self._get_param("launchType"):
+                    service.launch_type = None
+            service.deployment_configuration = self._get_param("deploymentConfiguration") or {
+                "deploymentCircuitBreaker": {"enable": False, "rollback": False},
+                "maximumPercent": 200, "minimumHealthyPercent": 100}
+            service.enable_execute_command = bool(self._get_param("enableExecuteCommand", False))
+            service.enable_ecs_managed_tags = bool(self._get_param("enableECSManagedTags", False))
+            grace = self._get_param("healthCheckGracePeriodSeconds")
+            if grace is not None:
+                service.health_check_grace_period_seconds = grace
+            service.deployments = []
+            if service.task_definition and service.deployment_controller.get("type") == "ECS":
+                _Rollout(self.ecs_backend, service).new_deployment(service.task_definition)
+            service.running_count = service.pending_count = 0
+        return result
+
+    def patched_update_service(self, properties):
+        properties = dict(properties)
+        force = properties.pop("force_new_deployment", False)
+        with _ECS_LOCK:
+            service = self._get_service(properties.get("cluster", "default"), properties["service"].split("/")[-1])
+            before = (service.task_definition, repr(service.network_configuration), repr(service.load_balancers),
+                      repr(getattr(service, "capacity_provider_strategy", None)))
+            current = service.task_definition
+            service = update_service(self, properties)
+            if service.task_definition != current:  # moto stores what was given: AWS stores the revision ARN
+                service.task_definition = self.describe_task_definition(service.task_definition).arn
+            after = (service.task_definition, repr(service.network_configuration), repr(service.load_balancers),
+                     repr(getattr(service, "capacity_provider_strategy", None)))
+            rollout = _Rollout(self, service)
+            if service.deployment_controller.get("type") == "ECS" and (force or before != after):
+                rollout.new_deployment(service.task_definition)
+            rollout.counts()  # moto set runningCount to the new desiredCount: nothing started yet
+        return service
+
+    def patched_describe_services(self, cluster_str, names):
+        services, failures = describe_services(self, cluster_str, names)
+        with _ECS_LOCK:
+            for service in services:
+                _Rollout(self, service).advance()
+        return services, failures
+
+    def patched_delete_service(self, cluster_name, service_name, force):
+        service = delete_service(self, cluster_name, service_name, force)
+        with _ECS_LOCK:
+            rollout = _Rollout(self, service)
+            for deployment in service.deployments:
+                rollout.stop_tasks(rollout.tasks(deployment), "Service deleted")
+            service.deployments = []
+            service.running_count = service.desired_count = 0
+        return service
+
+    def patched_list_tasks(self, cluster_str=None, container_instance=None, family=None, started_by=None,
+                           service_name=None, desiredStatus=None):
+        found = list_tasks(self, cluster_str, container_instance, family, started_by, None, desiredStatus)
+        if service_name:
+            found = [t for t in found if t.group == f"service:{service_name.split('/')[-1]}"]
+        return found
+
+    EC2ContainerServiceResponse.create_service = create_service
+    EC2ContainerServiceBackend.update_service = patched_update_service
+    EC2ContainerServiceBackend.describe_services = patched_describe_services
+    EC2ContainerServiceBackend.delete_service = patched_delete_service
+    EC2ContainerServiceBackend.list_tasks = patched_list_tasks
+
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    reset = MotoAPIBackend.reset
+
+    def reset_with_rollout_failures(self) -> None:  # a reset of the embedded AWS forgets scripted failures
+        clear_rollout_failures()
+        reset(self)
+
+    MotoAPIBackend.reset = reset_with_rollout_failures
+
+
+@gap
+def efs_puts_backup_policies() -> None:
+    """AWS: PutBackupPolicy turns a file system's automatic backups on or off in place, and
+    DescribeBackupPolicy then reports ENABLED or DISABLED. moto 5.2.5 has no PutBackupPolicy (backups are
+    fixed at creation) and answers DescribeBackupPolicy with PolicyNotFound when they are off, which the
+    tool reads as off (AWS's answer for a file system that never had a backup policy)."""
+    import json
+
+    from moto.efs.exceptions import FileSystemNotFound
+    from moto.efs.responses import EFSResponse
+
+    def put_backup_policy(self):
+        file_system_id = self._get_param("FileSystemId")
+        status = (self._get_param("BackupPolicy") or {}).get("Status")
+        if file_system_id not in self.efs_backend.file_systems_by_id:
+            raise FileSystemNotFound(file_system_id)
+        self.efs_backend.file_systems_by_id[file_system_id]._backup = status in ("ENABLED", "ENABLING")
+        return json.dumps({"BackupPolicy": {"Status": status}}), {"Content-Type": "application/json"}
+
+    EFSResponse.put_backup_policy = put_backup_policy
+
+
+@gap
+def efs_deletes_file_system_policies() -> None:
+    """AWS: DeleteFileSystemPolicy puts the default policy back (full access for any client that can reach
+    a mount target), and DescribeFileSystemPolicy then answers PolicyNotFound. moto 5.2.5 has no
+    DeleteFileSystemPolicy, so a policy removed out of band, which the tool must detect and put back,
+    could not be reproduced locally."""
+    from moto.efs.exceptions import FileSystemNotFound
+    from moto.efs.responses import EFSResponse
+
+    def delete_file_system_policy(self):
+        file_system_id = self._get_param("FileSystemId")
+        if file_system_id not in self.efs_backend.file_systems_by_id:
+            raise FileSystemNotFound(file_system_id)
+        self.efs_backend.file_systems_by_id[file_system_id].file_system_policy = None
+        return "{}", {"Content-Type": "application/json"}
+
+    EFSResponse.delete_file_system_policy = delete_file_system_policy
+
+
+@gap
+def ecs_lists_only_live_services() -> None:
+    """AWS: ListServices returns a cluster's ACTIVE and DRAINING services; a deleted (INACTIVE) service
+    leaves the list. moto 5.2.5 keeps listing INACTIVE services, so a cluster whose services were all
+    deleted would still look in use and could never be deleted."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    original = EC2ContainerServiceBackend.list_services
+
+    def list_services(self, cluster_str, scheduling_strategy=None, launch_type=None):
+        arns = original(self, cluster_str, scheduling_strategy, launch_type)
+        inactive = {s.arn for s in self.services.values() if s.status == "INACTIVE"}
+        return [arn for arn in arns if arn not in inactive]
+
+    EC2ContainerServiceBackend.list_services = list_services
+
+
+@gap
+def stepfunctions_publishes_versions() -> None:
+    """AWS: PublishStateMachineVersion creates a version from the machine's current revision, and is idempotent:
+    when the current revision is already published, it returns that version instead of creating another.
+    moto 5.2.5 has no PublishStateMachineVersion (only CreateStateMachine / UpdateStateMachine with
+    `publish`), so a `live` alias moved back onto the current definition without an update could not be
+    reconciled locally. Here the machine's latest version is the current revision's when it holds the same
+    definition, role and configuration."""
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    snapshot = ("definition", "roleArn", "loggingConfiguration", "tracingConfiguration",
+                "encryptionConfiguration", "type")
+
+    def publish_state_machine_version(self) -> ActionResult:
+        machine = self.stepfunction_backend.describe_state_machine(self._get_param("stateMachineArn"))
+        latest = machine.latest_version
+        if latest is None or any(getattr(latest, k, None) != getattr(machine, k, None) for k in snapshot):
+            machine.publish(description=self._get_param("description"))
+            latest = machine.latest_version
+        return ActionResult({"creationDate": latest.creation_date, "stateMachineVersionArn": latest.arn})
+
+    StepFunctionResponse.publish_state_machine_version = publish_state_machine_version
