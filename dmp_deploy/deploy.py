@@ -1,0 +1,73 @@
+"""The shared flow of `apply` and `revert`: plan, show, lock, re-plan under the lock, execute, record.
+
+A plan with nothing to do ends before the lock: a no-op apply makes no mutating call at all (not even the lock's).
+With changes, the lock is taken and the plan is rebuilt under it, so nothing acts on a plan another run made
+stale. Only a run whose every change (and rollout) succeeded writes a release record.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from dmp_deploy import executor, planner, releases
+from dmp_deploy.commands.output import emit_text
+from dmp_deploy.errors import PlanError
+from dmp_deploy.lock import DeployLock
+from dmp_deploy.plan import Plan
+from dmp_deploy.session import Environment
+from dmp_deploy.state_store import StateStore
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    applied: int = 0
+    release: int | None = None
+    replanned: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
+           confirm: Callable[[Plan], bool], kind: str = "apply", reverted_to: int | None = None,
+           preflight: Callable | None = None) -> Outcome:
+    rec = planner.build_plan(env.ctx, env.kinds)
+    if not quiet:
+        emit_text(rec.plan.render_text())
+    if rec.plan.empty:
+        return Outcome(rec.plan)
+    executor.refuse_destroys(rec, allow_destroy)
+    if preflight:
+        preflight(rec)
+    if not confirm(rec.plan):
+        raise PlanError("Cancelled: nothing was changed.")
+
+    store = StateStore(env.config, env.aws)
+    store.ensure()
+    deployment = env.config.deployment
+    with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds,
+                    deployment.lock_wait_seconds) as lock:
+        env.ctx = env.fresh_context()
+        locked = planner.build_plan(env.ctx, env.kinds)
+        outcome = Outcome(locked.plan, replanned=locked.plan.as_dict() != rec.plan.as_dict())
+        if outcome.replanned and not quiet:
+            emit_text("\nThe live state changed while waiting for the lock; carrying out this plan instead:\n"
+                      + locked.plan.render_text())
+        if locked.plan.empty:
+            return outcome
+        executor.refuse_destroys(locked, allow_destroy)
+        done = executor.execute(locked, allow_destroy=allow_destroy, before_each=lock.check)
+        outcome.applied = len(done)
+        record = releases.build_record(locked, env.aws.identity, kind=kind, reverted_to=reverted_to)
+        outcome.release = releases.write(store, record)
+        log.info("release recorded", release=outcome.release, env=env.config.env)
+    return outcome
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty()

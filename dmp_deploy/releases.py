@@ -1,0 +1,130 @@
+"""Release records: every successful apply or revert that changed something is an immutable, numbered record in
+the state bucket, written with If-None-Match so two runs can never write the same number.
+
+A record holds what is needed to name, inspect and return to that release: the rendered desired state (every
+kind's canonical specs, the task definitions and state machines), the live identifiers it resolved (task
+definition ARN per family, state machine version, access point ids, group ids, ...), the changes it made, who
+made it and from which git commit. A failed apply writes nothing, so the current release is always one that
+succeeded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from dmp_deploy.errors import UserError
+from dmp_deploy.state_store import StateStore, precondition_failed
+
+PREFIX = "releases/"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def key(number: int) -> str:
+    return f"{PREFIX}{number:08d}.json"
+
+
+def numbers(store: StateStore) -> list[int]:
+    return sorted(int(k[len(PREFIX):-len(".json")]) for k in store.keys(PREFIX)
+                  if k.endswith(".json") and k[len(PREFIX):-len(".json")].isdigit())
+
+
+def load(store: StateStore, number: int) -> dict:
+    record, _ = store.get_json(key(number))
+    if record is None:
+        known = numbers(store)
+        raise UserError(f"there is no release {number} for {store.config.env} "
+                        f"(releases: {', '.join(map(str, known)) or 'none yet'})")
+    return record
+
+
+def current(store: StateStore) -> dict | None:
+    known = numbers(store)
+    return load(store, known[-1]) if known else None
+
+
+def git_commit() -> tuple[str | None, bool]:
+    """The repository's commit and whether config or templates have uncommitted changes (None when unknown)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "config", "task_definitions", "asl"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return commit or None, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None = None) -> dict:
+    state = rec.desired
+    commit, dirty = git_commit()
+    return {
+        "env": state.config.env,
+        "kind": kind,
+        "reverted_to": reverted_to,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "caller": caller,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "image_tags": state.image_tags,
+        "desired": state.resources,
+        "task_definitions": state.task_definitions,
+        "state_machines": state.state_machines,
+        "live": rec.ctx.registry.dump(),
+        "changes": [c.as_dict() for c in rec.plan.changes],
+    }
+
+
+INDEX = f"{PREFIX}index.json"  # {"task_definitions": [ARN, ...]}: every revision a recorded release ran
+
+
+def write(store: StateStore, record: dict) -> int:
+    """Write the record as the next release number; returns the number. Never overwrites a record."""
+    for _ in range(20):
+        known = numbers(store)
+        number = (known[-1] + 1) if known else 1
+        try:
+            store.put_json(key(number), {**record, "number": number}, if_none_match=True)
+            break
+        except Exception as exc:
+            if not precondition_failed(exc):
+                raise
+    else:
+        raise UserError("could not write the release record: release numbers kept being taken by other runs")
+    _add_to_index(store, [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values()
+                          if "arn" in ids])
+    return number
+
+
+def _add_to_index(store: StateStore, arns: list[str]) -> None:
+    """Remember the revisions this release runs, so pruning never deregisters one a release still needs."""
+    for _ in range(20):
+        index, etag = store.get_json(INDEX)
+        known = set((index or {}).get("task_definitions", []))
+        if set(arns) <= known:
+            return
+        document = {"task_definitions": sorted(known | set(arns))}
+        try:
+            if etag:
+                store.put_json(INDEX, document, if_match=etag)
+            else:
+                store.put_json(INDEX, document, if_none_match=True)
+            return
+        except Exception as exc:
+            if not precondition_failed(exc):
+                raise
+
+
+def revisions_needed(store: StateStore) -> set[str]:
+    """Every task definition revision some recorded release ran (one read; empty before the first release)."""
+    index, _ = store.get_json(INDEX)
+    return set((index or {}).get("task_definitions", []))
+
+
+def summary(record: dict) -> str:
+    changes = record.get("changes", [])
+    symbols = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
+    shown = ", ".join(f"{symbols.get(c['action'], '?')}{c['kind']} {c['name']}" for c in changes[:6])
+    more = f", and {len(changes) - 6} more" if len(changes) > 6 else ""
+    return f"{len(changes)} change(s): {shown}{more}" if changes else "no changes"

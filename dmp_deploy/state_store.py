@@ -1,0 +1,109 @@
+"""The tool's own state bucket per environment: release records and the deploy lock.
+
+Private (public access block on, bucket-owner enforced), encrypted, versioned, TLS-only (except where the config
+turns that control off for the embedded AWS, as for the add-users bucket), created on first use by `apply` or
+`revert`. `plan`, `drift` and `history` only read it and never create it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import botocore.exceptions
+
+from dmp_deploy.aws import Aws, error_code
+from dmp_deploy.config import Config
+
+NOT_FOUND = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+
+
+def bucket_name(config: Config) -> str:
+    return f"{config.prefix}-dmp-deploy-state-{config.environment.account_id}"
+
+
+class StateStore:
+    def __init__(self, config: Config, aws: Aws):
+        self.config = config
+        self.aws = aws
+        self.bucket = bucket_name(config)
+
+    def exists(self) -> bool:
+        try:
+            self.aws.call("s3", "head_bucket", Bucket=self.bucket)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return False
+            raise
+
+    def ensure(self) -> None:
+        """Create and secure the bucket when it does not exist yet (idempotent; no call when it does)."""
+        if self.exists():
+            return
+        params = {"Bucket": self.bucket}
+        if self.config.environment.region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self.config.environment.region}
+        try:
+            self.aws.call("s3", "create_bucket", **params)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "BucketAlreadyOwnedByYou":
+                raise
+        self.aws.call("s3", "put_public_access_block", Bucket=self.bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        self.aws.call("s3", "put_bucket_ownership_controls", Bucket=self.bucket,
+                      OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+        self.aws.call("s3", "put_bucket_encryption", Bucket=self.bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        self.aws.call("s3", "put_bucket_versioning", Bucket=self.bucket,
+                      VersioningConfiguration={"Status": "Enabled"})
+        self.aws.call("s3", "put_bucket_tagging", Bucket=self.bucket, Tagging={"TagSet": [
+            {"Key": k, "Value": v} for k, v in sorted(self.config.resource_tags(**{"dmp:role": "state"}).items())]})
+        if self.config.add_users.enforce_tls_in_bucket_policy:
+            self.aws.call("s3", "put_bucket_policy", Bucket=self.bucket, Policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
+                               "Action": "s3:*",
+                               "Resource": [f"arn:aws:s3:::{self.bucket}", f"arn:aws:s3:::{self.bucket}/*"],
+                               "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+
+    def get_json(self, key: str) -> tuple[dict, str] | tuple[None, None]:
+        """(document, etag), or (None, None) when the object (or the bucket) does not exist."""
+        try:
+            response = self.aws.call("s3", "get_object", Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return None, None
+            raise
+        return json.loads(response["Body"].read()), response["ETag"]
+
+    def put_json(self, key: str, document: dict, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write a document; with if_none_match only if the key is new, with if_match only if unchanged.
+        Raises ClientError PreconditionFailed otherwise. Returns the new ETag."""
+        params = {"Bucket": self.bucket, "Key": key, "Body": json.dumps(document, indent=1, default=str).encode(),
+                  "ContentType": "application/json"}
+        if if_none_match:
+            params["IfNoneMatch"] = "*"
+        if if_match:
+            params["IfMatch"] = if_match
+        return self.aws.call("s3", "put_object", **params)["ETag"]
+
+    def delete(self, key: str, if_match: str | None = None) -> None:
+        params = {"Bucket": self.bucket, "Key": key}
+        if if_match:
+            params["IfMatch"] = if_match
+        self.aws.call("s3", "delete_object", **params)
+
+    def keys(self, prefix: str) -> list[str]:
+        try:
+            objects = self.aws.pages("s3", "list_objects_v2", "Contents", Bucket=self.bucket, Prefix=prefix)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return []
+            raise
+        return sorted(o["Key"] for o in objects)
+
+
+def precondition_failed(exc: BaseException) -> bool:
+    return isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in (
+        "PreconditionFailed", "412", "ConditionalRequestConflict")

@@ -1,0 +1,122 @@
+"""The deploy lock: a lease in the state bucket taken with conditional writes."""
+
+import threading
+
+import pytest
+
+from dmp_deploy import lock as deploy_lock
+from dmp_deploy.aws import Aws
+from dmp_deploy.config import load_config
+from dmp_deploy.lock import DeployLock, LockHeld, LockLost
+from dmp_deploy.state_store import StateStore
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def store(local_aws):
+    aws = Aws(local_aws.region, endpoint_url=local_aws.endpoint,
+              credentials={"aws_access_key_id": "local", "aws_secret_access_key": "local"})
+    s = StateStore(load_config("local"), aws)
+    s.ensure()
+    return s
+
+
+def make(store, holder, clock, lease=60, wait=30):
+    return DeployLock(store, holder, "apply", lease_seconds=lease, wait_seconds=wait, clock=clock, sleep=clock.sleep)
+
+
+def test_state_bucket_is_private_encrypted_and_versioned(store, local_aws):
+    s3 = local_aws.client("s3")
+    assert s3.get_bucket_versioning(Bucket=store.bucket)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=store.bucket)["PublicAccessBlockConfiguration"].values())
+    rules = s3.get_bucket_encryption(Bucket=store.bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    calls_before = store.aws.stats.total_mutating
+    store.ensure()  # idempotent: no mutating call the second time
+    assert store.aws.stats.total_mutating == calls_before
+
+
+def test_second_holder_waits_then_fails_naming_the_holder(store):
+    clock = Clock()
+    first = make(store, "arn:aws:iam::123456789012:user/alice", clock)
+    first.acquire()
+    second = make(store, "arn:aws:iam::123456789012:user/bob", clock, wait=30)
+    with pytest.raises(LockHeld) as err:
+        second.acquire()
+    assert "user/alice" in str(err.value) and "lock release" in str(err.value)
+    assert clock.now >= 1_000_030  # it waited the whole timeout
+    lease, _ = deploy_lock.read(store)
+    assert lease.holder.endswith("user/alice")
+
+
+def test_released_lock_is_taken_by_the_next(store):
+    clock = Clock()
+    first = make(store, "alice", clock)
+    first.acquire()
+    first.release()
+    second = make(store, "bob", clock)
+    second.acquire()
+    assert deploy_lock.read(store)[0].holder == "bob"
+
+
+def test_expired_lease_is_taken_over_and_the_old_holder_notices(store):
+    clock = Clock()
+    crashed = make(store, "ci-job-that-died", clock, lease=60)
+    crashed.acquire()
+    clock.now += 61
+    successor = make(store, "bob", clock)
+    successor.acquire()
+    assert deploy_lock.read(store)[0].holder == "bob"
+    crashed.renew()  # the old holder comes back to life: its If-Match renewal fails
+    with pytest.raises(LockLost):
+        crashed.check()
+    assert deploy_lock.read(store)[0].holder == "bob"
+
+
+def test_renewal_extends_the_lease(store):
+    clock = Clock()
+    holder = make(store, "alice", clock, lease=60)
+    holder.acquire()
+    clock.now += 50
+    holder.renew()
+    clock.now += 50  # 100 s after start: past the first expiry, within the renewed one
+    with pytest.raises(LockHeld):
+        make(store, "bob", clock, wait=0).acquire()
+
+
+def test_only_one_of_two_simultaneous_takers_wins(store):
+    results = []
+    barrier = threading.Barrier(2)
+
+    def take(name):
+        barrier.wait()
+        try:
+            DeployLock(store, name, "apply", lease_seconds=60, wait_seconds=0).acquire()
+            results.append(name)
+        except LockHeld:
+            results.append("held")
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in ("a", "b")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(results) in (["a", "held"], ["b", "held"])
+
+
+def test_lock_commands(store, run_cli):
+    assert "is free" in run_cli("lock", "status", "--env", "local").stdout
+    DeployLock(store, "arn:aws:sts::123456789012:assumed-role/ci/job-42", "apply", 60, 0).acquire()
+    status = run_cli("lock", "status", "--env", "local", "--json")
+    assert status.code == 0 and status.json["held"] and status.json["lease"]["holder"].endswith("job-42")
+    released = run_cli("lock", "release", "--env", "local")
+    assert released.code == 0 and "job-42" in released.stdout
+    assert run_cli("lock", "status", "--env", "local", "--json").json["held"] is False
