@@ -103,6 +103,7 @@ class Aws:
         self.region = region
         self.endpoint_url = endpoint_url
         self.read_only = read_only
+        self.identity = "unknown"  # the caller's ARN, set by session.connect
         self.stats = CallStats()
         self.hooks: list[Hook] = []
         self._lock = threading.Lock()
@@ -134,8 +135,9 @@ class Aws:
         view.read_only = True
         return view
 
-    def call(self, service: str, operation: str, **params) -> dict:
-        """Call `operation` (snake_case) on `service`; returns the response without ResponseMetadata."""
+    def call(self, service: str, operation: str, /, **params) -> dict:
+        """Call `operation` (snake_case) on `service`; returns the response without ResponseMetadata.
+        Positional-only: ECS's UpdateService and DeleteService have a parameter named `service` too."""
         mutating = is_mutating(operation)
         if mutating and self.read_only:
             raise MutationRefused(f"{service}.{operation} attempted through a read-only AWS seam")

@@ -9,10 +9,11 @@ import traceback
 import botocore.exceptions
 
 from dmp_deploy import log as logging_setup
-from dmp_deploy.commands import apply, local, plan, render, validate
+from dmp_deploy.commands import (add_users, apply, drift, history, local, lock, plan, render, revert, run_task,
+                                  validate)
 from dmp_deploy.errors import UserError
 
-COMMANDS = [plan, apply, render, validate, local]
+COMMANDS = [plan, apply, drift, revert, history, lock, render, validate, local, add_users, run_task]
 ERROR = 1
 
 
@@ -31,7 +32,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Global options may come after the command too: `run.py plan --env local --debug`.
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(_hoist_globals(argv))
+    # Everything after `--` is a command for a task (`run-task NAME -- COMMAND...`), never our options.
+    after = argv[argv.index("--") + 1:] if "--" in argv else None
+    argv = argv[:argv.index("--")] if after is not None else argv
+    p = parser()
+    args = p.parse_args(_hoist_globals(argv))
+    if after is not None:
+        if not hasattr(args, "task_command"):
+            p.error(f"`-- COMMAND` is only for run-task, not {args.command}")
+        args.task_command = after
     logging_setup.configure(args.log_format, args.debug)
     try:
         return args.handler(args)

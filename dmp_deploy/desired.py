@@ -38,6 +38,25 @@ class DesiredState:
         return sorted(arns)
 
 
+def from_record(config: Config, record: dict) -> DesiredState:
+    """The desired state a release recorded (for revert and drift): exactly what was applied then."""
+    return DesiredState(config=config, image_tags=record.get("image_tags", {}),
+                        task_definitions=record.get("task_definitions", {}),
+                        state_machines=record.get("state_machines", {}),
+                        resources=record.get("desired", {}))
+
+
+def pins_from_record(record: dict, kinds: list["ResourceKind"]) -> dict[tuple[str, str], str]:
+    """The identifiers a release pins: for each kind with a pin_key, the value the release resolved."""
+    pins = {}
+    for kind in kinds:
+        if kind.pin_key:
+            for name, ids in record.get("live", {}).get(kind.kind, {}).items():
+                if kind.pin_key in ids and name in record.get("desired", {}).get(kind.kind, {}):
+                    pins[(kind.kind, name)] = ids[kind.pin_key]
+    return pins
+
+
 def parse_image_overrides(values: list[str], config: Config) -> dict[str, str]:
     """`--image APP=TAG` (repeatable) into {app: tag}; unknown apps and malformed values are errors."""
     overrides: dict[str, str] = {}
@@ -77,9 +96,23 @@ def template_variables(config: Config, image_tags: dict[str, str], stem: str) ->
             raise KeyError(f"no image tag for app {app!r}: add [apps.{app}] to the config")
         return f"{config.images.registry}/{app}-{container}:{image_tags[app]}"
 
+    def efs_id(kind: str, stem: str) -> str:
+        from dmp_deploy.resources import efs  # resolved to the live id when the task definition is registered
+        return efs.id_placeholder(kind, names.family(config, stem))
+
+    def network_reference(what: str, stem: str | None = None) -> str:
+        from dmp_deploy.resources import state_machine  # resolved to live ids when the machine is written
+        if what == "subnets":
+            return state_machine.SUBNETS_PLACEHOLDER
+        return state_machine.group_placeholder(names.security_group(config, stem))
+
     return {
         "env": config.environment,
         "config": config,
+        "efs_file_system": lambda stem="add-users": efs_id("efs_file_system", stem),
+        "efs_access_point": lambda stem="add-users": efs_id("efs_access_point", stem),
+        "task_subnets": lambda: network_reference("subnets"),
+        "security_group_id": lambda stem: network_reference("group", stem),
         "stem": stem,
         "app": config.apps.get(stem),
         "family": names.family(config, stem),

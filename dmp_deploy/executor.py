@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import structlog
 
 from dmp_deploy.errors import ApplyError, PlanError
@@ -19,11 +21,17 @@ def refuse_destroys(rec: Reconciliation, allow_destroy: bool) -> None:
                         f"--allow-destroy if that is really what you want.")
 
 
-def execute(rec: Reconciliation, allow_destroy: bool = False) -> list[Change]:
-    """Carry out every change; stop at the first failure. Returns the changes carried out."""
+def execute(rec: Reconciliation, allow_destroy: bool = False,
+            before_each: Callable[[], None] | None = None) -> list[Change]:
+    """Carry out every change; stop at the first failure. Returns the changes carried out.
+
+    `before_each` runs before every change (the deploy lock uses it to stop when its lease was lost).
+    """
     refuse_destroys(rec, allow_destroy)
     done: list[Change] = []
     for change in rec.plan.changes:
+        if before_each:
+            before_each()
         kind = rec.kinds[change.kind]
         spec = rec.desired.resources.get(change.kind, {}).get(change.name)
         live = rec.live[change.kind].get(change.name)

@@ -32,8 +32,19 @@ def environment(directory: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["tojson"] = lambda value: json.dumps(value)
+    env.filters["tojson"] = _tojson
     return env
+
+
+def _tojson(value: Any) -> str:
+    """JSON for a template value; an undefined value is the usual undefined-variable error, not a TypeError."""
+    def default(obj):
+        if isinstance(obj, jinja2.Undefined):
+            obj._fail_with_undefined_error()
+        raise TypeError(f"{type(obj).__name__} cannot be written as JSON")
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return json.dumps(value, default=default)
 
 
 def documents(directory: Path, suffix: str) -> list[Path]:

@@ -27,6 +27,12 @@ class Environment:
     def aws(self) -> Aws:
         return self.ctx.aws
 
+    def fresh_context(self) -> Context:
+        """A new context (empty registry and lookups, same pins) on the same seam and desired state."""
+        ctx = Context(self.config, self.ctx.aws, self.ctx.desired)
+        ctx.pins.update(self.ctx.pins)
+        return ctx
+
 
 def connect(config: Config, read_only: bool = False) -> Aws:
     """The seam for this environment: the embedded AWS (started when needed) or the real account.
@@ -40,7 +46,9 @@ def connect(config: Config, read_only: bool = False) -> Aws:
                   credentials=LOCAL_CREDENTIALS)
     else:
         aws = Aws(config.environment.region, read_only=read_only)
-    account = aws.call("sts", "get_caller_identity")["Account"]
+    identity = aws.call("sts", "get_caller_identity")
+    aws.identity = identity.get("Arn", "unknown")
+    account = identity["Account"]
     if account != config.environment.account_id:
         raise UserError(f"the AWS credentials in use belong to account {account}, but config/{config.env}.toml "
                         f"is for account {config.environment.account_id}. Nothing was changed. Use "
@@ -55,10 +63,17 @@ def open_environment(env: str, image_overrides: list[str] | None = None, read_on
     kinds = all_kinds()
     overrides = desired_state.parse_image_overrides(image_overrides or [], config)
     state = desired_state.build(config, kinds, overrides)
-    seam = aws or connect(config, read_only=read_only)
-    if read_only and not seam.read_only:
-        seam = seam.read_only_view()
-    return Environment(config, kinds, Context(config, seam, state))
+    return attach(config, kinds, state, aws or connect(config, read_only=read_only), read_only)
+
+
+def attach(config: Config, kinds: list[ResourceKind], state, aws: Aws, read_only: bool = False,
+           pins: dict | None = None) -> Environment:
+    """An environment for a given desired state (rendered from config, or loaded from a release record)."""
+    if read_only and not aws.read_only:
+        aws = aws.read_only_view()
+    ctx = Context(config, aws, state)
+    ctx.pins.update(pins or {})
+    return Environment(config, kinds, ctx)
 
 
 def render_only(env: str, image_overrides: list[str] | None = None):

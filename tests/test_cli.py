@@ -83,8 +83,8 @@ def test_malformed_config_changes_nothing(local_aws, run_cli, recorded_calls, tm
 def test_malformed_template_changes_nothing(local_aws, run_cli, recorded_calls, tmp_path, monkeypatch):
     directory = tmp_path / "task_definitions"
     shutil.copytree(ROOT / "task_definitions", directory)
-    (directory / "api.json.j2").write_text((directory / "api.json.j2").read_text().replace(
-        '"networkMode"', '"cpu": {{ undefined_thing }},\n  "networkMode"', 1))
+    template = directory / "api.json.j2"
+    template.write_text(template.read_text() + "{# a typo on the last line #}{{ undefined_thing }}\n")
     monkeypatch.setattr(render_module, "TASK_DEFINITIONS_DIR", directory)
     result = run_cli("apply", "--env", "local")
     assert result.code == 1

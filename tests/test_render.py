@@ -42,6 +42,13 @@ def test_strict_undefined_never_renders_an_empty_string(templates):
     assert "famliy" in str(err.value)
 
 
+def test_undefined_value_through_tojson_names_template_and_line(templates):
+    (templates / "tj.json.j2").write_text('{\n  "family": {{ family | tojson }},\n  "x": {{ nothing | tojson }}\n}\n')
+    with pytest.raises(RenderError) as err:
+        build(templates)
+    assert "tj.json.j2:3" in str(err.value) and "nothing" in str(err.value)
+
+
 def test_invalid_json_after_rendering_names_template_and_rendered_line(templates):
     (templates / "comma.json.j2").write_text('{\n  "family": {{ family | tojson }}\n  "cpu": "256"\n}\n')
     with pytest.raises(RenderError) as err:

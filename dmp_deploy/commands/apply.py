@@ -1,15 +1,16 @@
-"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes]`: plan, show, carry out.
+"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes]`: plan, show, carry out, record.
 
 Exit 0 on success (including nothing to do), 1 on failure. Asks for confirmation only on an interactive
-terminal (never when stdin is not a terminal, never with --yes, never for the embedded local AWS).
+terminal (never when stdin is not a terminal, never with --yes or --json, never for the embedded local AWS).
 """
 
 import sys
 
 import structlog
 
-from dmp_deploy import executor, planner, session, validation
+from dmp_deploy import preflight, session, validation
 from dmp_deploy.commands.output import add_env, add_images, add_json, emit_json, emit_text
+from dmp_deploy.deploy import deploy
 from dmp_deploy.errors import UserError
 
 log = structlog.get_logger()
@@ -26,37 +27,37 @@ def add_parser(sub):
     return p
 
 
-def confirm(args, env, count: int) -> bool:
-    if args.yes or args.json or env.config.environment.embedded_aws or not sys.stdin.isatty():
-        return True
-    answer = input(f"Apply {count} change(s) to {env.config.env}? Type 'yes' to go on: ")
-    return answer.strip() == "yes"
+def confirmer(args, env):
+    def confirm(plan) -> bool:
+        if args.yes or args.json or env.config.environment.embedded_aws or not sys.stdin.isatty():
+            return True
+        answer = input(f"Apply {len(plan.changes)} change(s) to {env.config.env}? Type 'yes' to go on: ")
+        return answer.strip() == "yes"
+    return confirm
 
 
 def run(args) -> int:
     env = session.open_environment(args.env, args.image)
     validation.check(env.ctx.desired)
-    rec = planner.build_plan(env.ctx, env.kinds)
-    if not args.json:
-        emit_text(rec.plan.render_text())
-    executor.refuse_destroys(rec, args.allow_destroy)
-    if not rec.plan.empty and not confirm(args, env, len(rec.plan.changes)):
-        emit_text("Cancelled: nothing was changed.")
-        return 1
-    result = {**rec.plan.as_dict(), "applied": 0, "status": "ok"}
+    if args.image and env.config.environment.embedded_aws:
+        # Locally there is no CI to push the build `--image` names: push it into the embedded ECR, as CI would.
+        from dmp_deploy.local.seed import seed_images
+        seed_images(env.aws.endpoint_url, env.config, env.ctx.desired.task_definitions)
+    document = {"env": args.env, "changes": [], "applied": 0, "release": None, "status": "ok"}
     try:
-        done = executor.execute(rec, allow_destroy=args.allow_destroy)
-        result["applied"] = len(done)
+        outcome = deploy(env, allow_destroy=args.allow_destroy, quiet=args.json, command="apply",
+                         confirm=confirmer(args, env), preflight=preflight.check_plan)
+        document.update(outcome.plan.as_dict(), applied=outcome.applied, release=outcome.release,
+                        replanned=outcome.replanned)
     except UserError as exc:
-        result.update(status="failed", error=str(exc))
-        if args.json:
-            emit_json({**result, "calls": env.aws.stats.as_dict()})
-            return 1
-        raise
+        if not args.json:
+            raise
+        document.update(status="failed", error=str(exc))
     if args.json:
-        emit_json({**result, "calls": env.aws.stats.as_dict()})
-    elif not rec.plan.empty:
-        emit_text(f"Apply complete: {len(done)} change(s) made to {env.config.env}.")
-    log.info("apply finished", env=env.config.env, changes=len(done), calls=env.aws.stats.total,
-             mutating_calls=env.aws.stats.total_mutating, retries=env.aws.stats.retries)
-    return 0
+        emit_json({**document, "calls": env.aws.stats.as_dict()})
+    elif document["applied"]:
+        emit_text(f"Apply complete: {document['applied']} change(s) made to {args.env}; "
+                  f"release {document['release']} recorded.")
+    log.info("apply finished", env=args.env, status=document["status"], changes=document["applied"],
+             calls=env.aws.stats.total, mutating_calls=env.aws.stats.total_mutating, retries=env.aws.stats.retries)
+    return 0 if document["status"] == "ok" else 1

@@ -63,6 +63,14 @@ class Registry:
         with self._lock:
             return self._ids.get((kind, name), {}).get(key, default)
 
+    def dump(self) -> dict[str, dict[str, dict]]:
+        """{kind: {name: ids}}: the live identifiers a release records."""
+        with self._lock:
+            out: dict[str, dict[str, dict]] = {}
+            for (kind, name), ids in sorted(self._ids.items()):
+                out.setdefault(kind, {})[name] = dict(ids)
+            return out
+
     def names_by(self, kind: str, key: str) -> dict[Any, str]:
         """Reverse index: identifier -> name, for turning live ids back into names."""
         with self._lock:
@@ -78,7 +86,24 @@ class Context:
         self.desired = desired
         self.registry = Registry()
         self.lookups: dict[str, Any] = {}  # resolved config lookups: vpc_id, subnet_ids, ...
+        # Exact identifiers a release requires, by (kind, name): set by `revert` (and `drift`) from a release record,
+        # e.g. ("task_definition", family) -> the revision ARN release N ran. Kinds that honour pins use that
+        # identifier instead of choosing or registering one.
+        self.pins: dict[tuple[str, str], str] = {}
         self.max_workers = max_workers
+        self._memo: dict[str, Any] = {}
+        self._memo_locks: dict[str, threading.Lock] = {}
+        self._memo_lock = threading.Lock()
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` run once per context for `key`: one read shared by several kinds (e.g. security
+        groups and their rules come from the same DescribeSecurityGroups answer). Concurrent callers wait."""
+        with self._memo_lock:
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            return self._memo[key]
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """Run `fn` over `items` concurrently with the context's bound; results in input order."""
@@ -95,6 +120,9 @@ class ResourceKind:
     replace_fields: ClassVar[frozenset[str]] = frozenset()  # fields AWS cannot update in place
     # Kinds whose live resources can hold data (a bucket's objects, a file system's files).
     holds_data: ClassVar[bool] = False
+    # The registry id a release pins for this kind (e.g. "arn" for task definitions): `revert` and `drift` put the
+    # recorded value in ctx.pins, and the kind must then use exactly that resource. None: nothing to pin.
+    pin_key: ClassVar[str | None] = None
 
     def desired(self, state: "DesiredState") -> dict[str, dict]:
         raise NotImplementedError
