@@ -6,10 +6,33 @@ Order here is only the tie-break; the engine orders kinds by their `depends_on`.
 from __future__ import annotations
 
 from dmp_deploy.resources.base import ResourceKind
+from dmp_deploy.resources.bucket import Bucket
+from dmp_deploy.resources.cluster import Cluster
+from dmp_deploy.resources.efs import AccessPoints, FileSystems, MountTargets
+from dmp_deploy.resources.event_rule import EventRules
+from dmp_deploy.resources.iam_policies import IamPolicies
+from dmp_deploy.resources.iam_roles import IamRoles
+from dmp_deploy.resources.kms_keys import KmsKeys
 from dmp_deploy.resources.log_groups import LogGroups
+from dmp_deploy.resources.security_groups import SecurityGroupRules, SecurityGroups
+from dmp_deploy.resources.services import Services
+from dmp_deploy.resources.state_machine import StateMachineAliases, StateMachines
+from dmp_deploy.resources.task_definitions import TaskDefinitions
 
 
 def all_kinds() -> list[ResourceKind]:
     return [
+        StateMachines(), StateMachineAliases(),  # first: declares _extra_log_groups, _extra_iam_roles (add-users)
         LogGroups(),
+        Cluster(),
+        KmsKeys(),
+        Bucket(),
+        SecurityGroups(),
+        SecurityGroupRules(),
+        IamRoles(),  # after every kind that declares _extra_iam_roles
+        IamPolicies(),  # after every kind that declares _extra_iam_policies
+        FileSystems(), MountTargets(), AccessPoints(),  # after IamRoles and KmsKeys: reads their declarations
+        TaskDefinitions(),
+        Services(),
+        EventRules(),
     ]

@@ -1,0 +1,210 @@
+"""The add-users workflow's three task definitions: what they render to, the shell they run (exercised for real with
+sh and sed on a fake script), and how their EFS ids follow the access point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dmp_deploy import desired, validation
+from dmp_deploy.config import load_config
+from dmp_deploy.resources import efs
+from dmp_deploy.resources import task_definitions as tds
+from dmp_deploy.resources.base import Context, Registry
+
+FS = "<id of efs_file_system dmp-local-add-users>"
+AP = "<id of efs_access_point dmp-local-add-users>"
+STEMS = ("add-users-copier", "add-users", "add-users-cleaner")
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    config = load_config("local")
+    return desired.render_task_definitions(config, {a: c.image_tag for a, c in config.apps.items()})
+
+
+def container(document: dict) -> dict:
+    (only,) = document["containerDefinitions"]
+    return only
+
+
+@pytest.mark.parametrize("stem, read_only", [("add-users-copier", False), ("add-users", True),
+                                             ("add-users-cleaner", False)])
+def test_each_mounts_the_access_point_over_tls_with_iam(rendered, stem, read_only):
+    document = rendered[stem]
+    validation.check_parameters("ecs", "RegisterTaskDefinition", document, stem)  # placeholders are valid strings
+    assert document["volumes"] == [{"name": "add-users", "efsVolumeConfiguration": {
+        "fileSystemId": FS, "transitEncryption": "ENABLED",
+        "authorizationConfig": {"accessPointId": AP, "iam": "ENABLED"}}}]
+    (mount,) = container(document)["mountPoints"]
+    assert mount == {"sourceVolume": "add-users", "containerPath": "/mnt/add-users", "readOnly": read_only}
+    assert container(document)["logConfiguration"]["options"]["awslogs-group"] == "/dmp-local/add-users"
+    assert document["taskRoleArn"].endswith(f"/dmp-local-{stem}-task")
+    assert container(document)["entryPoint"] == ["sh", "-c"]
+
+
+def test_the_add_users_task_gets_its_token_from_secrets_only(rendered):
+    document = rendered["add-users"]
+    c = container(document)
+    assert c["image"] == "123456789012.dkr.ecr.eu-west-2.amazonaws.com/api-wsgi:local"
+    assert c["secrets"] == [{"name": "DM_DATA_API_TOKEN",
+                             "valueFrom": "arn:aws:ssm:eu-west-2:123456789012:parameter/dmp-local/data-api-auth-token"}]
+    assert {e["name"]: e["value"] for e in c["environment"]}["DM_DATA_API_URL"] == "http://api.dmp-local.internal:8080"
+    assert c["workingDirectory"] == "/app"
+    assert 'python scripts/add_users.py "$DM_DATA_API_URL" "$DM_DATA_API_TOKEN" "/mnt/add-users/$USERS_FILE"' \
+        in c["command"][0]
+
+
+def test_the_copier_and_cleaner_use_the_aws_cli_image(rendered):
+    for stem in ("add-users-copier", "add-users-cleaner"):
+        assert container(rendered[stem])["image"] == load_config("local").images.aws_cli_image
+
+
+# --- the shell the containers run, for real --------------------------------------------------------------------
+
+ADDING = ("Adding {'emailAddress': 'a@example.com', 'name': 'A', 'password': 'Sekr3t-pass1', 'role': 'buyer'}",
+          "Adding {'emailAddress': 'b@example.com', 'password': \"it's-Secret-99\", 'role': 'buyer'}",
+          "Adding {'emailAddress': 'c@example.com', 'password': 'we\\'ird\"Pass12', 'role': 'admin'}")
+PASSWORDS = ("Sekr3t-pass1", "it's-Secret-99", "ird\"Pass12", "JsonPass-123", "Odd-Format-Pass")
+
+
+@pytest.fixture
+def fake_app(tmp_path):
+    """/app with a scripts/add_users.py that prints passwords the ways the real one (and its errors) could, and a
+    `python` on PATH that is this interpreter."""
+    app = tmp_path / "app"
+    (app / "scripts").mkdir(parents=True)
+    lines = [*ADDING, "Adding {'emailAddress': 'd@example.com', 'password': Odd-Format-Pass}"]
+    (app / "scripts" / "add_users.py").write_text(
+        "import os, sys\n"
+        f"for line in {lines!r}:\n    print(line)\n"
+        "print('api error: {\"password\": \"JsonPass-123\", \"error\": \"exists\"}', file=sys.stderr)\n"
+        "print('args:', sys.argv[1], len(sys.argv[2]), sys.argv[3])\n"
+        "sys.exit(int(os.environ['FAKE_EXIT']))\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    return app, bin_dir
+
+
+@pytest.mark.skipif(not shutil.which("sed"), reason="needs sed")
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_add_users_redacts_passwords_and_keeps_the_scripts_exit_status(rendered, fake_app, exit_code):
+    app, bin_dir = fake_app
+    command = container(rendered["add-users"])["command"][0]
+    run = subprocess.run(["/bin/sh", "-c", command], cwd=app, capture_output=True, text=True, timeout=30, env={
+        "PATH": f"{bin_dir}:/usr/bin:/bin", "USERS_FILE": "exec-1", "FAKE_EXIT": str(exit_code),
+        "DM_DATA_API_URL": "http://api.internal:8080", "DM_DATA_API_TOKEN": "the-api-token"})
+    assert run.returncode == exit_code
+    output = run.stdout + run.stderr
+    for secret in PASSWORDS:
+        assert secret not in output
+    assert "Adding {'emailAddress': 'a@example.com', 'name': 'A', 'password': '[redacted]', 'role': 'buyer'}" \
+        in run.stdout
+    assert "c@example.com" in run.stdout  # quotes inside a password do not break the redaction
+    assert "Adding [a user: not shown, its password could not be redacted]" in run.stdout
+    assert 'api error: {"password": "[redacted]", "error": "exists"}' in run.stdout  # stderr is redacted too
+    assert "args: http://api.internal:8080 13 /mnt/add-users/exec-1" in run.stdout
+
+
+@pytest.mark.parametrize("stem", STEMS)
+@pytest.mark.parametrize("name", ["", "..", "../etc/passwd", "a/b"])
+def test_a_file_name_that_is_not_a_plain_name_is_refused(rendered, tmp_path, stem, name):
+    command = container(rendered[stem])["command"][0]
+    run = subprocess.run(["/bin/sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/nonexistent", "USERS_FILE": name})
+    assert run.returncode == 2 and "refusing the file name" in run.stderr
+
+
+def test_the_copier_copies_the_object_to_the_named_file_and_the_cleaner_removes_it(rendered, tmp_path):
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_aws = bin_dir / "aws"  # records its arguments and writes the destination, as `aws s3 cp` would
+    fake_aws.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$FAKE_LOG"\nfor last; do :; done\necho content > "$last"\n')
+    fake_aws.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "UPLOAD_BUCKET": "b", "UPLOAD_KEY": "uploads/x y.jsonl",
+           "USERS_FILE": "exec-1", "FAKE_LOG": str(tmp_path / "aws.log")}
+
+    def run(stem):
+        command = container(rendered[stem])["command"][0].replace("/mnt/add-users", str(mount))
+        return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30, env=env)
+
+    assert run("add-users-copier").returncode == 0
+    assert (tmp_path / "aws.log").read_text().splitlines() == [  # one argument each, spaces and all
+        "s3", "cp", "--only-show-errors", "--no-progress", "s3://b/uploads/x y.jsonl", f"{mount}/exec-1"]
+    assert oct((mount / "exec-1").stat().st_mode & 0o777) == "0o600"
+    assert run("add-users-cleaner").returncode == 0
+    assert not (mount / "exec-1").exists()
+
+
+# --- EFS ids: placeholders in templates, live ids in AWS ---------------------------------------------------------
+
+def _context_with(registry_entries) -> Context:
+    ctx = Context.__new__(Context)
+    ctx.registry = Registry()
+    for kind, name, ids in registry_entries:
+        ctx.registry.put(kind, name, **ids)
+    return ctx
+
+
+def test_efs_placeholders_resolve_to_ids_and_read_back(rendered):
+    ctx = _context_with([("efs_file_system", "dmp-local-add-users", {"id": "fs-1"}),
+                         ("efs_access_point", "dmp-local-add-users", {"id": "fsap-1"}),
+                         ("efs_file_system_label", "fs-1", {"label": "dmp-local-add-users"}),
+                         ("efs_access_point_label", "fsap-1", {"label": "dmp-local-add-users"})])
+    written = efs.with_ids(ctx, rendered["add-users"])
+    config = written["volumes"][0]["efsVolumeConfiguration"]
+    assert (config["fileSystemId"], config["authorizationConfig"]["accessPointId"]) == ("fs-1", "fsap-1")
+    assert efs.with_placeholders(ctx, written) == rendered["add-users"]
+    assert efs.volume_references(written) == ["fs-1", "fsap-1"]
+    assert efs.with_ids(ctx, rendered["api"]) == rendered["api"]  # no EFS volume: untouched
+
+
+def test_a_revision_naming_a_replaced_access_point_is_registered_again_despite_its_hash(rendered):
+    kind = tds.TaskDefinitions()
+    document = rendered["add-users"]
+    spec = {**tds.canonical_definition(document), "tags": {tds.CONTENT_HASH_TAG: "h"}}
+    replaced = efs.id_placeholder("efs_access_point", efs.replaced_label("dmp-local-add-users", "fsap-1"))
+    live_document = json.loads(json.dumps(document).replace(AP, replaced))
+    live = tds.Live(spec={**tds.canonical_definition(live_document), "tags": {tds.CONTENT_HASH_TAG: "h"}},
+                    ids={"revision": 4})
+    changes = kind.diff("dmp-local-add-users", spec, live)
+    assert [c.path for c in changes] == [
+        "revision", "volume.add-users.efsVolumeConfiguration.authorizationConfig.accessPointId"]
+    assert kind.diff("dmp-local-add-users", spec, tds.Live(spec=dict(spec), ids={"revision": 4})) == []
+
+
+def test_task_definitions_follow_a_replaced_access_point_in_the_same_apply(local_aws, run_cli, tmp_path, monkeypatch):
+    from tests.test_add_users_access import _config_dir
+
+    assert run_cli("apply", "--env", "local").code == 0
+    ecs, client = local_aws.client("ecs"), local_aws.client("efs")
+    (old,) = client.describe_access_points()["AccessPoints"]
+    _config_dir(tmp_path, monkeypatch, posix_uid=1001)
+
+    plan = run_cli("plan", "--env", "local", "--json")
+    assert plan.code == 2
+    assert sorted((c["kind"], c["name"], c["action"]) for c in plan.json["changes"]) == [
+        ("efs_access_point", "dmp-local-add-users", "replace"),
+        ("task_definition", "dmp-local-add-users", "update"),
+        ("task_definition", "dmp-local-add-users-cleaner", "update"),
+        ("task_definition", "dmp-local-add-users-copier", "update")]
+
+    applied = run_cli("apply", "--env", "local", "--json")
+    assert applied.code == 0, applied.stdout + applied.stderr
+    (new,) = client.describe_access_points()["AccessPoints"]
+    assert new["AccessPointId"] != old["AccessPointId"]
+    for family in ("dmp-local-add-users", "dmp-local-add-users-copier", "dmp-local-add-users-cleaner"):
+        definition = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+        efs_config = definition["volumes"][0]["efsVolumeConfiguration"]
+        assert efs_config["authorizationConfig"]["accessPointId"] == new["AccessPointId"]
+        assert efs_config["fileSystemId"] == new["FileSystemId"]
+        assert definition["revision"] == 2
+    assert run_cli("plan", "--env", "local").code == 0
