@@ -57,7 +57,12 @@ def _allows_more(expected: Any, actual: Any) -> bool:
 
 
 def _switched_off(expected: Any, actual: Any) -> bool:
-    return bool(expected) and not actual
+    """A flag (or a table of flags, such as the public access block) that should be on and is not. Anything
+    that is not the expected table, e.g. "absent" when the configuration was deleted, counts as off."""
+    if isinstance(expected, dict):
+        have = actual if isinstance(actual, dict) else {}
+        return any(bool(v) and have.get(k) is not True for k, v in expected.items())
+    return bool(expected) and actual is not True
 
 
 # (kind, field prefix) -> judge(expected, actual) -> widens access? The first matching prefix wins.

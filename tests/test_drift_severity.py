@@ -22,6 +22,8 @@ def doc(*statements):
     ("security_group_rules", "ingress", [RULE_8080, RULE_22], [RULE_8080], "warning"),  # a rule missing: narrower
     ("security_group_rules", "egress", [], [RULE_22], "critical"),
     ("bucket", "public_access_block.BlockPublicPolicy", True, False, "critical"),
+    ("bucket", "public_access_block", {"BlockPublicAcls": True}, "absent", "critical"),  # configuration deleted
+    ("bucket", "public_access_block", {"BlockPublicAcls": True}, {"BlockPublicAcls": False}, "critical"),
     ("bucket", "encryption", {"algorithm": "aws:kms"}, "absent", "critical"),
     ("bucket", "policy", doc(DENY_TLS), None, "critical"),  # deny removed
     ("bucket", "policy", doc(DENY_TLS), doc(DENY_TLS, ALLOW_ALL), "critical"),
