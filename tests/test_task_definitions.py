@@ -486,16 +486,16 @@ def test_pruning_keeps_the_newest_revisions_and_the_one_a_service_runs(local_aws
 
     plan = run_cli("plan", "--env", "local", "--json")
     assert plan.code == 2
-    assert td_changes(plan) == [("delete", f"{family}:1"), ("delete", f"{family}:3"),
-                                ("delete", f"{family}:4"), ("update", family)]
+    # Revision 1 is what release 1 (the first apply) ran: kept so that `revert --to 1` stays possible.
+    assert td_changes(plan) == [("delete", f"{family}:3"), ("delete", f"{family}:4"), ("update", family)]
     text = run_cli("plan", "--env", "local").stdout
     assert f"- task_definition {family}:3" in text and "no service runs it" in text
 
     applied = run_cli("apply", "--env", "local", "--json")
     assert applied.code == 0, applied.stderr
     assert registered(applied) == 1
-    assert applied.json["calls"]["by_operation"]["ecs.deregister_task_definition"] == 3
-    assert active_revisions(ecs, family) == [2, 5, 6, 7]
+    assert applied.json["calls"]["by_operation"]["ecs.deregister_task_definition"] == 2
+    assert active_revisions(ecs, family) == [1, 2, 5, 6, 7]
     assert run_cli("plan", "--env", "local").code == 0
     again = run_cli("apply", "--env", "local", "--json")
     assert again.json["calls"]["mutating"] == 0
