@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import urllib.request
@@ -91,6 +92,26 @@ def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
          "region": config.environment.region}))
     monkeypatch.setenv("DMP_LOCAL_DIR", str(state_dir))
     return LocalAws(moto_server, config.environment.region, state_dir)
+
+
+@pytest.fixture
+def local_config(local_aws, tmp_path, monkeypatch):
+    """Edit this test's own copy of config/local.toml: edit(old, new)."""
+    from dmp_deploy import config as config_module
+
+    directory = tmp_path / "config"
+    directory.mkdir()
+    for path in config_module.CONFIG_DIR.glob("*.toml"):
+        shutil.copy(path, directory)
+    monkeypatch.setattr(config_module, "CONFIG_DIR", directory)
+
+    def edit(old: str, new: str) -> None:
+        path = directory / "local.toml"
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+
+    return edit
 
 
 @dataclass

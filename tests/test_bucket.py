@@ -2,7 +2,6 @@
 name and repaired, the TLS policy in staging and production, renames, and why local drops the policy."""
 
 import json
-import shutil
 from dataclasses import replace
 
 import pytest
@@ -21,26 +20,6 @@ ALIAS = "alias/dmp-local-add-users"
 OWNED_ARN = "arn:aws:kms:eu-west-2:123456789012:key/1111"
 ALL_ON = {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
           "RestrictPublicBuckets": True}
-
-
-@pytest.fixture
-def local_config(local_aws, tmp_path, monkeypatch):
-    """Edit this test's own copy of config/local.toml: edit(old, new)."""
-    from dmp_deploy import config as config_module
-
-    directory = tmp_path / "config"
-    directory.mkdir()
-    for path in config_module.CONFIG_DIR.glob("*.toml"):
-        shutil.copy(path, directory)
-    monkeypatch.setattr(config_module, "CONFIG_DIR", directory)
-
-    def edit(old: str, new: str) -> None:
-        path = directory / "local.toml"
-        text = path.read_text()
-        assert old in text
-        path.write_text(text.replace(old, new, 1))
-
-    return edit
 
 
 def _deny_non_tls(policy) -> list:

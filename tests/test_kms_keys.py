@@ -1,6 +1,5 @@
 """The add-users KMS key: references other kinds use, create, converge, repair, and the configured-key case."""
 
-import shutil
 
 import pytest
 
@@ -13,26 +12,6 @@ BUCKET = "dmp-local-add-users-123456789012"
 CONFIGURED = "arn:aws:kms:eu-west-2:123456789012:key/00000000-0000-4000-8000-00000000c0de"
 OWNED_ARN = "arn:aws:kms:eu-west-2:123456789012:key/1111"
 FOREIGN_ALIAS_ARN = "arn:aws:kms:eu-west-2:123456789012:alias/someone-else"
-
-
-@pytest.fixture
-def local_config(local_aws, tmp_path, monkeypatch):
-    """Edit this test's own copy of config/local.toml: edit(old, new)."""
-    from dmp_deploy import config as config_module
-
-    directory = tmp_path / "config"
-    directory.mkdir()
-    for path in config_module.CONFIG_DIR.glob("*.toml"):
-        shutil.copy(path, directory)
-    monkeypatch.setattr(config_module, "CONFIG_DIR", directory)
-
-    def edit(old: str, new: str) -> None:
-        path = directory / "local.toml"
-        text = path.read_text()
-        assert old in text
-        path.write_text(text.replace(old, new, 1))
-
-    return edit
 
 
 def _registry() -> Registry:
