@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import boto3
 import botocore.config
+import botocore.session
 import botocore.exceptions
 from tenacity import retry_if_exception, stop_after_attempt, wait_random_exponential, Retrying
 
@@ -52,6 +53,19 @@ def _extra_retryable(exc: BaseException) -> bool:
 
 
 Hook = Callable[["Call"], None]
+
+_loader_lock = threading.Lock()
+_shared_loader = None
+
+
+def shared_loader():
+    """One botocore data loader per process: its service models (EC2's alone is megabytes of JSON) are parsed
+    once, not again by every seam a process opens (the tests and benchmarks open hundreds)."""
+    global _shared_loader
+    with _loader_lock:
+        if _shared_loader is None:
+            _shared_loader = botocore.session.get_session().get_component("data_loader")
+        return _shared_loader
 
 
 @dataclass
@@ -107,10 +121,12 @@ class Aws:
         self.stats = CallStats()
         self.hooks: list[Hook] = []
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._sequence = 0
         self._mutation_sequence = 0
         self._session = boto3.session.Session(region_name=region, **(credentials or {}))
+        self._session._session.register_component("data_loader", shared_loader())
         self._config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": max_attempts},
             max_pool_connections=32,
@@ -120,8 +136,13 @@ class Aws:
         self._max_attempts = max_attempts
 
     def client(self, service: str):
-        """The raw boto3 client. Only the seam itself and the hooks' plumbing should call AWS through it."""
-        with self._lock:
+        """The raw boto3 client. Only the seam itself and the hooks' plumbing should call AWS through it.
+        Created under a lock of its own, not the counters': creating one takes tens of milliseconds, during which
+        calls to other services go on."""
+        client = self._clients.get(service)
+        if client is not None:
+            return client
+        with self._client_lock:
             if service not in self._clients:
                 self._clients[service] = self._session.client(
                     service, endpoint_url=self.endpoint_url, config=self._config

@@ -50,6 +50,11 @@ class Lease:
                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.started))}, {state}")
 
 
+def now() -> float:
+    """Wall-clock seconds; a module function so that a test can move time past a dead holder's lease."""
+    return time.time()
+
+
 def read(store: StateStore) -> tuple[Lease | None, str | None]:
     document, etag = store.get_json(KEY)
     return (Lease(**document), etag) if document else (None, None)
@@ -57,13 +62,13 @@ def read(store: StateStore) -> tuple[Lease | None, str | None]:
 
 class DeployLock:
     def __init__(self, store: StateStore, holder: str, command: str, lease_seconds: int, wait_seconds: int,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep):
         self.store = store
         self.holder = holder
         self.command = command
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
-        self.clock = clock
+        self.clock = clock or (lambda: now())
         self.sleep = sleep
         self.etag: str | None = None
         self.lost = threading.Event()
@@ -92,6 +97,12 @@ class DeployLock:
             now = self.clock()
             if current is None:
                 continue  # released between our write and our read: try again at once
+            if current == lease:
+                # Our own write: S3 stored it but the answer was lost, and the retried PUT found it there.
+                self.etag = etag
+                self._started = lease.started
+                log.info("deploy lock taken", holder=self.holder)
+                return
             if current.expired(now):
                 try:
                     self.etag = self.store.put_json(KEY, asdict(lease), if_match=etag)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import structlog
 
@@ -15,6 +16,9 @@ from dmp_deploy.resources.base import Context, ResourceKind
 
 log = structlog.get_logger()
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+# Called with every new seam before its first AWS call. Empty in normal runs; tests and benchmarks append here to
+# attach fault injectors or hooks to the seam a CLI command opens (tests/faults.py).
+ON_CONNECT: list[Callable[[Aws], None]] = []
 
 
 @dataclass
@@ -46,6 +50,8 @@ def connect(config: Config, read_only: bool = False) -> Aws:
                   credentials=LOCAL_CREDENTIALS)
     else:
         aws = Aws(config.environment.region, read_only=read_only)
+    for attach_to in list(ON_CONNECT):
+        attach_to(aws)
     identity = aws.call("sts", "get_caller_identity")
     aws.identity = identity.get("Arn", "unknown")
     account = identity["Account"]

@@ -126,3 +126,36 @@ def test_hooks_see_every_call_and_can_abort_at_the_kth_mutation(aws):
     assert seen == [("create_log_group", True, 1), ("describe_log_groups", False, 0), ("create_log_group", True, 2)]
     names = [g["logGroupName"] for g in aws.client("logs").describe_log_groups(logGroupNamePrefix="/h/")["logGroups"]]
     assert names == ["/h/1"]
+
+
+def test_read_timeouts_are_retried_by_botocore_and_counted(aws):
+    """A read timeout (an HTTPClientError) is a transient error to botocore's standard mode: retried below the
+    seam, with no help from its tenacity layer, and counted like any other retry."""
+    timeouts = {"left": 2}
+    client = aws.client("logs")
+
+    def times_out(request, **_):
+        if timeouts["left"]:
+            timeouts["left"] -= 1
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=request.url)
+        return None
+
+    client.meta.events.register_first("before-send.cloudwatch-logs.DescribeLogGroups", times_out)
+    aws.call("logs", "describe_log_groups")
+    assert timeouts["left"] == 0
+    assert aws.stats.calls["logs.describe_log_groups"] == 1 and aws.stats.retries == 2
+
+
+def test_a_read_that_keeps_timing_out_fails_after_the_attempts_allowed(local_aws):
+    seam = Aws(local_aws.region, endpoint_url=local_aws.endpoint, max_attempts=2,
+               credentials={"aws_access_key_id": "local", "aws_secret_access_key": "local"})
+    attempts = []
+
+    def times_out(request, **_):
+        attempts.append(request.url)
+        raise botocore.exceptions.ReadTimeoutError(endpoint_url=request.url)
+
+    seam.client("logs").meta.events.register_first("before-send.cloudwatch-logs.DescribeLogGroups", times_out)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        seam.call("logs", "describe_log_groups")
+    assert len(attempts) == 3  # max_attempts counts retries: the first attempt and two more

@@ -41,7 +41,7 @@ import botocore.exceptions
 import structlog
 
 from dmp_deploy import names, session, users_file
-from dmp_deploy.aws import Aws, error_code
+from dmp_deploy.aws import Aws, CallStats, error_code
 from dmp_deploy.commands.output import add_env, add_json, emit_json, emit_text
 from dmp_deploy.config import Config, load_config
 from dmp_deploy.errors import UserError
@@ -92,6 +92,7 @@ class Report:
     error: str | None = None
     cause: str | None = None
     last_event_id: int = 0
+    calls: CallStats | None = None  # the seam's counters once connected (calls, mutating, retries)
 
     def say(self, text: str) -> None:
         if not self.json_mode:
@@ -100,7 +101,8 @@ class Report:
     def as_dict(self) -> dict:
         return {"env": self.env, "file": self.file, "users": self.users, "bucket": self.bucket, "key": self.key,
                 "execution": self.execution, "status": self.status, "states": self.states, "tasks": self.tasks,
-                "error": self.error, "cause": self.cause}
+                "error": self.error, "cause": self.cause,
+                "calls": self.calls.as_dict() if self.calls else None}
 
 
 def run(args) -> int:
@@ -113,6 +115,7 @@ def run(args) -> int:
     report.users = len(checked.users)
 
     aws = session.connect(config)  # only now: a bad file never reaches AWS
+    report.calls = aws.stats
     started_after = datetime.now(timezone.utc) - CLOCK_MARGIN
     try:
         _upload(aws, config, checked.body, report)
