@@ -1,6 +1,7 @@
 """Resolving what the config refers to but this tool does not own (VPC, subnets, the load balancer's group).
 
-Read-only. Every lookup that finds nothing is reported together, before anything mutates.
+Read-only. Every lookup that finds nothing is reported together, before anything mutates. One call per lookup,
+run concurrently; the subnets' full entries are kept on the run's context (`subnets`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,16 @@ from __future__ import annotations
 from dmp_deploy.config import Lookup
 from dmp_deploy.errors import PlanError
 from dmp_deploy.resources.base import Context
+
+
+SUBNETS = "lookups: network.subnets"  # memo key of the subnets' DescribeSubnets entries
+
+
+def subnets(ctx: Context) -> list[dict]:
+    """The DescribeSubnets entries of the subnets network.subnets resolves to: read once by `resolve`, so a kind
+    that needs their zones (EFS mount targets) does not describe them again."""
+    return ctx.memo(SUBNETS, lambda: ctx.aws.pages("ec2", "describe_subnets", "Subnets",
+                                                   SubnetIds=list(ctx.lookups["subnet_ids"])))
 
 
 def _filters(lookup: Lookup) -> list[dict]:
@@ -34,6 +45,7 @@ def resolve(ctx: Context) -> None:
             found = ctx.aws.pages("ec2", "describe_subnets", "Subnets", SubnetIds=ids)
         else:
             found = ctx.aws.pages("ec2", "describe_subnets", "Subnets", Filters=_filters(net.subnets))
+        ctx.memo(SUBNETS, lambda: found)  # the kinds that need more than the ids (zones) read them from here
         if not found:
             problems.append(f"network.subnets: no subnets found ({net.subnets})")
         return sorted(s["SubnetId"] for s in found), {s.get("VpcId") for s in found}

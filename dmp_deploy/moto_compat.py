@@ -889,3 +889,38 @@ def stepfunctions_publishes_versions() -> None:
         return ActionResult({"creationDate": latest.creation_date, "stateMachineVersionArn": latest.arn})
 
     StepFunctionResponse.publish_state_machine_version = publish_state_machine_version
+
+
+@gap
+def ecs_lists_come_in_pages() -> None:
+    """AWS: ListServices returns at most `maxResults` ARNs a page (10 when not given, at most 100) and
+    ListTaskDefinitions at most `maxResults` (100 when not given, at most 100), with a `nextToken` for the rest;
+    a larger maxResults is an InvalidParameterException. moto 5.2.5 returns every ARN in one answer, so counting
+    calls locally would hide the pages a real account needs (benchmarks/run.py counts them)."""
+    from moto.core.responses import ActionResult
+    from moto.ecs.exceptions import InvalidParameterException
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    def page(self, key: str, arns: list[str], default: int) -> ActionResult:
+        size = int(self._get_param("maxResults") or default)
+        if not 1 <= size <= 100:
+            raise InvalidParameterException("maxResults must be between 1 and 100.")
+        start = int(self._get_param("nextToken") or 0)
+        result: dict = {key: arns[start:start + size]}
+        if start + size < len(arns):
+            result["nextToken"] = str(start + size)
+        return ActionResult(result)
+
+    def list_services(self) -> ActionResult:
+        arns = self.ecs_backend.list_services(self._get_param("cluster", "default"),
+                                              self._get_param("schedulingStrategy"),
+                                              launch_type=self._get_param("launchType"))
+        return page(self, "serviceArns", arns, 10)
+
+    def list_task_definitions(self) -> ActionResult:
+        arns = self.ecs_backend.list_task_definitions(self._get_param("familyPrefix"),
+                                                      self._get_param("status", "ACTIVE"))
+        return page(self, "taskDefinitionArns", arns, 100)
+
+    EC2ContainerServiceResponse.list_services = list_services
+    EC2ContainerServiceResponse.list_task_definitions = list_task_definitions

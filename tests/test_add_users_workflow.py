@@ -375,3 +375,46 @@ def test_a_machine_of_the_wrong_type_is_replaced_and_its_alias_follows(deployed,
     assert run_cli("plan", "--env", "local").code == 0
     result = run_cli("add-users", "--env", "local", users_file(tmp_path))
     assert result.code == 0, result.stdout + result.stderr
+
+
+def _task_definitions_in(definition: str) -> set[str]:
+    found = set()
+
+    def walk(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "TaskDefinition":
+                    found.add(item.rsplit("/", 1)[-1])
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+    walk(json.loads(definition))
+    return found
+
+
+def test_each_version_runs_exact_revisions_and_revert_brings_the_releases_back(deployed, local_aws, run_cli,
+                                                                               tmp_path):
+    """The machine names each task by revision, so a new api image publishes a version running the new add-users
+    revision, and `revert` puts release 1's revisions back into what uploads run (not the family's newest)."""
+    sfn = local_aws.client("stepfunctions")
+    first = "dmp-local-add-users:1"
+    assert first in _task_definitions_in(sfn.describe_state_machine(stateMachineArn=f"{MACHINE_ARN}:1")["definition"])
+
+    changed = run_cli("apply", "--env", "local", "--json", "--image", "api=t2")
+    assert changed.code == 0, changed.stdout + changed.stderr
+    assert alias_version(local_aws) == f"{MACHINE_ARN}:2"
+    assert "dmp-local-add-users:2" in _task_definitions_in(
+        sfn.describe_state_machine(stateMachineArn=f"{MACHINE_ARN}:2")["definition"])
+    assert run_cli("plan", "--env", "local", "--image", "api=t2").code == 0
+
+    reverted = run_cli("revert", "--env", "local", "--to", "1", "--json")
+    assert reverted.code == 0, reverted.stdout + reverted.stderr
+    assert alias_version(local_aws) == f"{MACHINE_ARN}:1"
+    # Nothing left to do, although the newest add-users revision is still release 2's: release 1's is deployed.
+    plan = run_cli("plan", "--env", "local", "--json")
+    assert plan.code == 0, plan.stdout
+    result = run_cli("add-users", "--env", "local", users_file(tmp_path))
+    assert result.code == 0, result.stdout + result.stderr
+    ran = {family(t) + ":" + t["taskDefinitionArn"].rsplit(":", 1)[1] for t in workflow_tasks(local_aws)}
+    assert "dmp-local-add-users:1" in ran and "dmp-local-add-users:2" not in ran

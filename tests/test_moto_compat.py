@@ -731,3 +731,23 @@ def test_publish_state_machine_version_is_idempotent_for_the_current_revision(lo
     assert first == f"{arn}:2"
     assert sfn.publish_state_machine_version(stateMachineArn=arn)["stateMachineVersionArn"] == first
     assert json.loads(sfn.describe_state_machine(stateMachineArn=first)["definition"]) == _pass_machine("2")
+
+
+def test_ecs_lists_come_in_pages_like_aws(local_aws):
+    ecs = local_aws.client("ecs")
+    ecs.create_cluster(clusterName="compat-pages")
+    for i in range(12):
+        ecs.create_service(cluster="compat-pages", serviceName=f"s{i:02d}", desiredCount=0)
+        ecs.register_task_definition(family=f"compat-pages-{i % 3}",
+                                     containerDefinitions=[{"name": "c", "image": "busybox", "memory": 64}])
+    first = ecs.list_services(cluster="compat-pages")
+    assert len(first["serviceArns"]) == 10 and first["nextToken"]  # AWS's default page is 10
+    rest = ecs.list_services(cluster="compat-pages", nextToken=first["nextToken"])
+    assert len(rest["serviceArns"]) == 2 and "nextToken" not in rest
+    assert len(ecs.list_services(cluster="compat-pages", maxResults=100)["serviceArns"]) == 12
+    paginator = ecs.get_paginator("list_task_definitions")
+    pages = list(paginator.paginate(status="ACTIVE", PaginationConfig={"PageSize": 5}))
+    arns = [arn for p in pages for arn in p["taskDefinitionArns"] if ":task-definition/compat-pages-" in arn]
+    assert len(pages) >= 3 and len(arns) == len(set(arns)) == 12
+    with pytest.raises(ecs.exceptions.InvalidParameterException):
+        ecs.list_task_definitions(maxResults=101)

@@ -8,7 +8,7 @@ from dmp_deploy.state_store import StateStore
 
 def service_task_definitions(local_aws) -> dict[str, str]:
     ecs = local_aws.client("ecs")
-    arns = ecs.list_services(cluster="dmp-local")["serviceArns"]
+    arns = ecs.list_services(cluster="dmp-local", maxResults=100)["serviceArns"]  # 10 a page by default
     out = {}
     for i in range(0, len(arns), 10):
         for s in ecs.describe_services(cluster="dmp-local", services=arns[i:i + 10])["services"]:

@@ -267,8 +267,9 @@ def test_apply_creates_groups_and_rules_then_converges(local_aws, run_cli):
 
     plan = run_cli("plan", "--env", "local", "--json")
     assert plan.code == 0, plan.stdout + plan.stderr
-    # one pass over our groups (by tag, by name) serves both kinds; the third call is the load balancer lookup
-    assert plan.json["calls"]["by_operation"]["ec2.describe_security_groups"] == 3
+    # one pass over the VPC's groups (ours by tag or by name) serves both kinds; the other call is the load
+    # balancer lookup
+    assert plan.json["calls"]["by_operation"]["ec2.describe_security_groups"] == 2
     assert "ec2.describe_security_group_rules" not in plan.json["calls"]["by_operation"]
 
 

@@ -101,7 +101,7 @@ def test_live_spec_names_each_difference(overrides, field, value):
 
 def _services(local_aws, names_=None):
     ecs = local_aws.client("ecs")
-    arns = names_ or ecs.list_services(cluster=CLUSTER)["serviceArns"]
+    arns = names_ or ecs.list_services(cluster=CLUSTER, maxResults=100)["serviceArns"]  # 10 a page by default
     found = []
     for i in range(0, len(arns), 10):
         found += ecs.describe_services(cluster=CLUSTER, services=arns[i:i + 10], include=["TAGS"])["services"]
@@ -161,7 +161,12 @@ def test_image_override_updates_the_api_service_alone(local_aws, run_cli, applie
     usual, overridden = render_only("local").task_definitions, render_only("local", ["api=NEWTAG"]).task_definitions
     api_image = [stem for stem in usual if usual[stem] != overridden[stem]]
     assert {"api", "db-migration"} <= set(api_image) and "search-api" not in api_image
+    # The add-users workflow runs the api image too: its machine names that revision exactly, so a new version
+    # is published and the `live` alias moves to it.
+    assert "add-users" in api_image
     assert changed == sorted([("service", "dmp-local-api", "update"),
+                              ("state_machine", "dmp-local-add-users", "update"),
+                              ("state_machine_alias", "dmp-local-add-users:live", "update"),
                               *(("task_definition", f"dmp-local-{stem}", "update") for stem in api_image)])
     service_change = next(c for c in plan.json["changes"] if c["kind"] == "service")
     assert [f["path"] for f in service_change["fields"]] == ["task_definition"]

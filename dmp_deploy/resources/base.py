@@ -80,7 +80,7 @@ class Registry:
 class Context:
     """What a kind needs while reading and changing AWS: config, the AWS seam, resolved lookups, the registry."""
 
-    def __init__(self, config: "Config", aws: "Aws", desired: "DesiredState", max_workers: int = 8):
+    def __init__(self, config: "Config", aws: "Aws", desired: "DesiredState", max_workers: int = 32):
         self.config = config
         self.aws = aws
         self.desired = desired
@@ -90,6 +90,8 @@ class Context:
         # e.g. ("task_definition", family) -> the revision ARN release N ran. Kinds that honour pins use that
         # identifier instead of choosing or registering one.
         self.pins: dict[tuple[str, str], str] = {}
+        # Each map's bound: botocore keeps 32 connections per client (aws.py). Per-item reads (a tag call per log
+        # group, a description per task definition) take len/32 round trips instead of len/8 (docs/benchmarks.md).
         self.max_workers = max_workers
         self._memo: dict[str, Any] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
@@ -123,6 +125,7 @@ class ResourceKind:
     # The registry id a release pins for this kind (e.g. "arn" for task definitions): `revert` and `drift` put the
     # recorded value in ctx.pins, and the kind must then use exactly that resource. None: nothing to pin.
     pin_key: ClassVar[str | None] = None
+    only_when_alone: ClassVar[bool] = False  # its changes are shown only in a plan with no other change
 
     def desired(self, state: "DesiredState") -> dict[str, dict]:
         raise NotImplementedError

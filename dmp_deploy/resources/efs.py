@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from dmp_deploy import canonical, names
+from dmp_deploy import canonical, lookups, names
 from dmp_deploy import diff as diffing
 from dmp_deploy.aws import error_code
 from dmp_deploy.errors import ApplyError
@@ -551,7 +551,7 @@ class MountTargets(ResourceKind):
 
     def read(self, ctx: Context) -> dict[str, Live]:
         file_systems = read_file_systems(ctx)
-        subnets = ctx.aws.pages("ec2", "describe_subnets", "Subnets", SubnetIds=list(ctx.lookups["subnet_ids"]))
+        subnets = lookups.subnets(ctx)  # described once, by the lookups
         ctx.desired.resources[self.kind] = self.declared(ctx, subnets)
         listed = ctx.map(lambda item: (item[0], item[1], _live_mount_targets(ctx, item[1]["FileSystemId"])),
                          list(file_systems.file_systems.items()))

@@ -14,7 +14,9 @@ desired() runs before this one's. Canonical spec:
 
 A changed document becomes a new default version (IAM keeps five: the oldest non-default one is deleted first).
 Documents may name the add-users KMS key by placeholder, resolved as in iam_roles.py. A policy is found by path and
-name prefix (ListPolicies, Scope Local), and is ours when declared or tagged as ours in this environment. Deleting
+name prefix among the account's customer-managed policies (GetAccountAuthorizationDetails, read once with the
+roles, see iam_roles.authorization_details; GetPolicy each for its tags), and is ours when declared or tagged as
+ours in this environment. Deleting
 one detaches it from every group, user and role first (IAM refuses otherwise): undeclared means no longer granted.
 """
 
@@ -23,11 +25,16 @@ from __future__ import annotations
 import json
 
 from dmp_deploy import canonical, names
-from dmp_deploy.resources import kms_keys
+from dmp_deploy.resources import iam_roles, kms_keys
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 
 KIND = "iam_policy"
 MAX_VERSIONS = 5
+
+
+def policy_name(policy: dict) -> str:
+    """A policy's name: the last segment of its ARN (arn:aws:iam::ACCOUNT:policy/PATH/NAME)."""
+    return policy["Arn"].rsplit("/", 1)[-1]
 
 
 class IamPolicies(ResourceKind):
@@ -44,25 +51,20 @@ class IamPolicies(ResourceKind):
     def read(self, ctx: Context) -> dict[str, Live]:
         config = ctx.config
         declared = ctx.desired.resources.get(self.kind, {})
-        listed = [p for p in ctx.aws.pages("iam", "list_policies", "Policies", Scope="Local",
-                                           PathPrefix=names.IAM_PATH)
-                  if p["PolicyName"].startswith(f"{config.prefix}-")]
-
-        def details(policy: dict) -> tuple[dict, dict]:
-            got, version = ctx.map(lambda read: read(), [
-                lambda: ctx.aws.call("iam", "get_policy", PolicyArn=policy["Arn"])["Policy"],
-                lambda: ctx.aws.call("iam", "get_policy_version", PolicyArn=policy["Arn"],
-                                     VersionId=policy["DefaultVersionId"])["PolicyVersion"],
-            ])
-            return got, version
-
+        # The account's customer-managed policies come with the roles' authorization details (one read for both
+        # kinds), each with its versions' documents; only the tags need a call per policy of ours.
+        listed = [p for p in iam_roles.authorization_details(ctx).policies
+                  if p["Path"].startswith(names.IAM_PATH) and policy_name(p).startswith(f"{config.prefix}-")]
+        fetched = ctx.map(lambda policy: ctx.aws.call("iam", "get_policy", PolicyArn=policy["Arn"])["Policy"],
+                          listed)
         out = {}
-        for policy, (got, version) in zip(listed, ctx.map(details, listed)):
-            name, tags = policy["PolicyName"], canonical.tags_from_list(got.get("Tags"))
+        for policy, got in zip(listed, fetched):
+            name, tags = policy_name(policy), canonical.tags_from_list(got.get("Tags"))
             if name not in declared and not (tags.get("dmp:managed-by") == "dmp-deploy"
                                              and tags.get("dmp:env") == config.env):
                 continue
             ctx.registry.put(self.kind, name, arn=policy["Arn"])
+            version = next(v for v in policy.get("PolicyVersionList") or [] if v.get("IsDefaultVersion"))
             document = canonical.policy(kms_keys.with_placeholders(ctx.registry,
                                                                    canonical.policy(version["Document"])))
             out[name] = Live(spec={"path": policy["Path"], "description": got.get("Description", ""),

@@ -21,9 +21,10 @@ and the owned key's ARN reads back as the placeholder. Only `trust_policy` is re
 other keys default to none, none, 3600 and no extra tags, and documents may be in any form IAM accepts
 (`role_spec()` fills the defaults and canonicalises; `service_trust()` builds the usual trust policy).
 
-Reading is one paginated GetAccountAuthorizationDetails(Filter=[Role]) series (trust policy, inline and
-attached policies, tags for every role at once) plus one ListRoles(PathPrefix=IAM_PATH) series, because
-the authorization details leave out MaxSessionDuration. A role is ours when it is declared, or when it is
+Reading is one paginated GetAccountAuthorizationDetails(Filter=[Role, LocalManagedPolicy]) series (trust
+policy, inline and attached policies, tags for every role at once; the customer-managed policies for
+iam_policies.py in the same pages) plus one ListRoles(PathPrefix=IAM_PATH) series, because the authorization
+details leave out MaxSessionDuration (a declared field: without ListRoles its drift would go unseen). A role is ours when it is declared, or when it is
 under IAM_PATH, named with this environment's prefix and tagged as managed by dmp-deploy in this
 environment; only those are ever deleted.
 """
@@ -42,6 +43,7 @@ from dmp_deploy.resources import kms_keys
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 
 DEFAULT_MAX_SESSION_SECONDS = 3600
+IAM_PAGE = 1000  # the most items IAM's list calls (and GetAccountAuthorizationDetails) return a page
 EXECUTION_POLICY = "ecs-execution"
 TASK_POLICY = "app-access"
 ECS_EXEC_POLICY = "ecs-exec"
@@ -258,6 +260,31 @@ def owned(config, detail: dict, declared: set[str]) -> bool:
             and tags.get("dmp:env") == config.env)
 
 
+@dataclass(frozen=True)
+class AuthorizationDetails:
+    roles: list[dict]  # RoleDetailList: every role of the account
+    policies: list[dict]  # Policies: every customer-managed policy of the account, with its versions
+
+
+def authorization_details(ctx: Context) -> AuthorizationDetails:
+    """GetAccountAuthorizationDetails for roles and customer-managed policies together, every page (up to 1000
+    items a page), once per run: this kind and iam_policies.py share it (memoised on the context)."""
+    def read() -> AuthorizationDetails:
+        roles: list[dict] = []
+        policies: list[dict] = []
+        marker: dict = {}
+        while True:
+            page = ctx.aws.call("iam", "get_account_authorization_details",
+                                Filter=["Role", "LocalManagedPolicy"], MaxItems=IAM_PAGE, **marker)
+            roles += page.get("RoleDetailList") or []
+            policies += page.get("Policies") or []
+            if not page.get("IsTruncated"):
+                return AuthorizationDetails(roles, policies)
+            marker = {"Marker": page["Marker"]}
+
+    return ctx.memo("iam: account authorization details", read)
+
+
 class IamRoles(ResourceKind):
     kind = "iam_role"
     depends_on = ("kms_key",)  # policies may name the owned key by placeholder (kms_keys.arn_placeholder)
@@ -268,8 +295,8 @@ class IamRoles(ResourceKind):
 
     def read(self, ctx: Context) -> dict[str, Live]:
         details, listed = ctx.map(lambda read: read(), [
-            lambda: ctx.aws.pages("iam", "get_account_authorization_details", "RoleDetailList", Filter=["Role"]),
-            lambda: ctx.aws.pages("iam", "list_roles", "Roles", PathPrefix=names.IAM_PATH),
+            lambda: authorization_details(ctx).roles,
+            lambda: ctx.aws.pages("iam", "list_roles", "Roles", PathPrefix=names.IAM_PATH, MaxItems=IAM_PAGE),
         ])
         declared = set(ctx.desired.resources.get(self.kind, {}))
         ours = [d for d in details if owned(ctx.config, d, declared)]

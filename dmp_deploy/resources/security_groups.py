@@ -24,7 +24,7 @@ Canonical forms:
 
 Reads: the groups of the environment's VPC that carry our dmp:env/dmp:managed-by tags, plus any group with a
 declared name (an untagged group with our name is adopted and tagged, not duplicated), in one pass shared by
-both kinds through `ctx.memo`. Changes to rules re-read the group's rules (DescribeSecurityGroupRules) when they
+both kinds through `ctx.memo`: one DescribeSecurityGroups of the whole VPC (1000 a page), ours picked here. Changes to rules re-read the group's rules (DescribeSecurityGroupRules) when they
 act, so that only the difference is authorized or revoked, by rule id.
 """
 
@@ -49,6 +49,7 @@ DIRECTIONS = ("ingress", "egress")
 LOAD_BALANCER = "load_balancer_security_group"  # the config key naming the load balancer's group
 ADD_USERS = "add-users"
 ADD_USERS_COPIER = "add-users-copier"
+DESCRIBE_PAGE = 1000  # DescribeSecurityGroups returns at most 1000 groups a page
 
 # Tag dmp:role of each group.
 ROLE_APP, ROLE_BACKING, ROLE_CLIENTS, ROLE_TASK = "app", "backing-service", "backing-service-clients", "one-off-task"
@@ -269,18 +270,11 @@ def read_groups(ctx: Context) -> GroupsRead:
 def _read_groups(ctx: Context) -> GroupsRead:
     config = ctx.config
     declared = ctx.desired.resources.get(GROUP_KIND, {})
-    in_vpc = {"Name": "vpc-id", "Values": [ctx.lookups["vpc_id"]]}
-    # Filters AND together, so "ours by tag OR ours by name" is two queries, run concurrently.
-    queries = [[in_vpc, {"Name": "tag:dmp:env", "Values": [config.env]},
-                {"Name": "tag:dmp:managed-by", "Values": ["dmp-deploy"]}]]
-    if declared:
-        queries.append([in_vpc, {"Name": "group-name", "Values": sorted(declared)}])
-    found: dict[str, dict] = {}
-    for answer in ctx.map(lambda f: ctx.aws.pages("ec2", "describe_security_groups", "SecurityGroups",
-                                                  Filters=f), queries):
-        for group in answer:
-            found[group["GroupId"]] = group
-    groups = {g["GroupName"]: g for g in found.values()}
+    # Ours by tag OR ours by name: filters AND together, so that would be two queries. One query for every
+    # group of the VPC (1000 a page) is a single call, and which are ours is decided here.
+    in_vpc = ctx.aws.pages("ec2", "describe_security_groups", "SecurityGroups", MaxResults=DESCRIBE_PAGE,
+                           Filters=[{"Name": "vpc-id", "Values": [ctx.lookups["vpc_id"]]}])
+    groups = {g["GroupName"]: g for g in in_vpc if g["GroupName"] in declared or _tagged_ours(config, g)}
     replaced = frozenset(n for n, g in groups.items()
                          if n in declared and g.get("Description") != declared[n]["description"])
     for name, group in groups.items():
@@ -290,6 +284,11 @@ def _read_groups(ctx: Context) -> GroupsRead:
         ctx.registry.put(GROUP_KIND, name, **{"replaced_id" if name in replaced else "id": group["GroupId"]})
     by_id = {g["GroupId"]: n for n, g in groups.items() if n not in replaced}
     return GroupsRead(groups, replaced, PeerNames(by_id, lookup_ids(ctx)))
+
+
+def _tagged_ours(config: Config, group: dict) -> bool:
+    tags = canonical.tags_from_list(group.get("Tags"))
+    return tags.get("dmp:env") == config.env and tags.get("dmp:managed-by") == "dmp-deploy"
 
 
 def lookup_ids(ctx: Context) -> dict[str, str]:

@@ -28,7 +28,8 @@ Tasks' tags are propagated from the SERVICE (ownership and environment), with EC
 
 Reads: ListServices on the cluster, DescribeServices (with TAGS) in batches of 10, and DescribeTaskDefinition
 of each distinct revision the services run (to tell an up-to-date revision from a stale one: same test as the
-task_definition kind, content hash first). Everything is updated in place with UpdateService; tags with
+task_definition kind, content hash first). Both are shared with the task_definition kind through the run's
+context (`cluster_services`, task_definitions.describe): in a no-op plan this kind makes no call of its own. Everything is updated in place with UpdateService; tags with
 TagResource/UntagResource. An owned service no longer declared is scaled to 0 and deleted (force).
 
 After the changes, `settle` waits for every service whose rollout they started (rollout.py) and raises
@@ -51,7 +52,8 @@ KIND = "service"
 SUBNETS_LOOKUP = "network.subnets"  # the canonical value for "the private subnets the config looks up"
 HEALTH_CHECK_GRACE_SECONDS = 60  # behind a load balancer: time to pass the target group's health checks
 PROPAGATE_TAGS = "SERVICE"
-DESCRIBE_BATCH = 10
+DESCRIBE_BATCH = 10  # DescribeServices takes at most 10 services a call
+LIST_PAGE = 100  # ListServices returns at most 100 ARNs a page (10 unless asked)
 # Fields whose change starts a deployment (or scales one): apply waits for those services.
 ROLLOUT_FIELDS = frozenset({"task_definition", "desired_count", "capacity_provider_strategy", "subnets",
                             "security_groups", "assign_public_ip", "load_balancers", "enable_execute_command"})
@@ -170,6 +172,26 @@ def _tag_list(tags: dict[str, str]) -> list[dict]:
     return [{"key": k, "value": v} for k, v in sorted(tags.items())]
 
 
+def cluster_services(ctx: Context) -> list[dict]:
+    """Every service of the environment's cluster, described with its tags: ListServices (100 ARNs a page; its
+    default is 10), then DescribeServices (10 a call) concurrently. Read once per run (memoised on the context):
+    the task_definition kind needs what they run, this kind their settings. Empty when there is no cluster."""
+    def read() -> list[dict]:
+        cluster = names.cluster(ctx.config)
+        try:
+            arns = ctx.aws.pages("ecs", "list_services", "serviceArns", cluster=cluster, maxResults=LIST_PAGE)
+        except Exception as exc:
+            if error_code(exc) == "ClusterNotFoundException":
+                return []  # no cluster yet: no services
+            raise
+        batches = [arns[i:i + DESCRIBE_BATCH] for i in range(0, len(arns), DESCRIBE_BATCH)]
+        return [s for answer in ctx.map(
+            lambda batch: ctx.aws.call("ecs", "describe_services", cluster=cluster, services=batch,
+                                       include=["TAGS"]).get("services", []), batches) for s in answer]
+
+    return ctx.memo("ecs: services of the cluster", read)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The kind
 
@@ -184,17 +206,7 @@ class Services(ResourceKind):
                 for app in sorted(APPS) if app in state.task_definitions}
 
     def read(self, ctx: Context) -> dict[str, Live]:
-        cluster = names.cluster(ctx.config)
-        try:
-            arns = ctx.aws.pages("ecs", "list_services", "serviceArns", cluster=cluster)
-        except Exception as exc:
-            if error_code(exc) == "ClusterNotFoundException":
-                return {}  # no cluster yet: no services
-            raise
-        batches = [arns[i:i + DESCRIBE_BATCH] for i in range(0, len(arns), DESCRIBE_BATCH)]
-        described = [s for answer in ctx.map(
-            lambda batch: ctx.aws.call("ecs", "describe_services", cluster=cluster, services=batch,
-                                       include=["TAGS"]).get("services", []), batches) for s in answer]
+        described = cluster_services(ctx)
         declared = ctx.desired.resources.get(self.kind, {})
         ours = []
         for service in described:
@@ -219,12 +231,12 @@ class Services(ResourceKind):
 
     @staticmethod
     def _up_to_date_revisions(ctx: Context, services: list[dict]) -> set[str]:
-        """The revisions, among those the services run, that have their template's current content."""
+        """The revisions, among those the services run, that have their template's current content. Each is
+        described once per run (tds.describe): usually the very revision the task_definition kind compared."""
         wanted = ctx.desired.resources.get("task_definition", {})
         running = sorted({s["taskDefinition"] for s in services if s.get("taskDefinition")})
         running = [arn for arn in running if rollout.revision(arn).split(":")[0] in wanted]
-        answers = ctx.map(lambda arn: ctx.aws.call("ecs", "describe_task_definition", taskDefinition=arn,
-                                                   include=["TAGS"]), running)
+        answers = ctx.map(lambda arn: tds.describe(ctx, arn), running)
         return {arn for arn, answer in zip(running, answers)
                 if has_template_content(answer, wanted.get(rollout.revision(arn).split(":")[0]))}
 

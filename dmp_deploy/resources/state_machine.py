@@ -27,7 +27,9 @@ version, and a machine updated back to N's definition is not published again.
 
 The registry holds `arn` and (once published in this apply) `version_arn` per machine; `arn` and `version_arn`
 (the version it routes to) per alias. A machine is found by name and tags (ListStateMachines, then describe and
-tags at once); deleting one deletes its versions and aliases.
+tags at once, and for a declared machine its alias and then the version the alias routes to, which the alias
+kind finds on the run's context); deleting one deletes its versions and aliases. A no-op plan makes five calls
+per machine: list, describe, tags, describe alias, describe the version (to know it holds the declared content).
 """
 
 from __future__ import annotations
@@ -122,6 +124,32 @@ def with_network_placeholders(definition: dict, subnet_ids: list[str], group_nam
     return _map_network(definition, subnets, group)
 
 
+def _map_task_definitions(definition: Any, task_definition: Callable[[str], str]) -> Any:
+    """`definition` with every "TaskDefinition" parameter mapped; nothing else touched."""
+    if isinstance(definition, list):
+        return [_map_task_definitions(item, task_definition) for item in definition]
+    if not isinstance(definition, dict):
+        return definition
+    return {key: task_definition(value) if key == "TaskDefinition" and isinstance(value, str)
+            else _map_task_definitions(value, task_definition) for key, value in definition.items()}
+
+
+def with_task_definition_arns(definition: dict, arn_of: Callable[[str], str | None]) -> dict:
+    """As written to AWS: each of our families named by the ASL becomes the exact revision this run deploys,
+    so that a published version runs the same revisions for ever and `revert` brings back the release's."""
+    return _map_task_definitions(definition, lambda family: arn_of(family) or family)
+
+
+def with_task_definition_families(definition: dict, family_of: Callable[[str], str | None]) -> dict:
+    """A live definition in canonical form: a revision holding its family's declared content reads back as the
+    family (as the ASL names it); any other revision stays "family:revision", a change to the definition."""
+    def back(value: str) -> str:
+        if not value.startswith("arn:"):
+            return value
+        return family_of(value) or value.rsplit("/", 1)[-1]
+    return _map_task_definitions(definition, back)
+
+
 def logging_spec(configuration: dict | None) -> dict:
     """A loggingConfiguration as {"level", "include_execution_data", "log_group"} (the group by name)."""
     configuration = configuration or {}
@@ -174,9 +202,32 @@ def routed_version(routing: list[dict]) -> Any:
 
 # --- the machine ------------------------------------------------------------------------------------------------
 
+def _family_if_declared_content(ctx: Context, arn: str) -> str | None:
+    """The family of a task definition revision when it holds what the task_definition kind declares (or
+    pins, for `revert` and `drift`) for that family; None otherwise. Described once per run, shared with it."""
+    from dmp_deploy.resources import services, task_definitions as tds  # services imports this module's kin
+
+    try:
+        family = tds.family_and_revision(arn)[0]
+    except ValueError:
+        return None  # a family without a revision: not what this tool writes
+    wanted = ctx.desired.resources.get(tds.TaskDefinitions.kind, {}).get(family)
+    if wanted is None:
+        return None
+    pinned = ctx.pins.get((tds.TaskDefinitions.kind, family))
+    if pinned:
+        return family if arn == pinned else None
+    try:
+        described = tds.describe(ctx, arn)
+    except ClientError:
+        return None  # deleted: certainly not the declared content
+    return family if services.has_template_content(described, wanted) else None
+
+
 def _live_machine_spec(ctx: Context, described: dict, tags: dict) -> dict:
     group_names = read_groups(ctx).names.groups  # our groups by id, except those about to be replaced
-    definition = json.loads(described["definition"])
+    definition = with_task_definition_families(json.loads(described["definition"]),
+                                               lambda arn: _family_if_declared_content(ctx, arn))
     return {
         "definition": with_network_placeholders(definition, ctx.lookups.get("subnet_ids") or [], group_names),
         "role_arn": described.get("roleArn"),
@@ -187,9 +238,11 @@ def _live_machine_spec(ctx: Context, described: dict, tags: dict) -> dict:
 
 
 def _definition_text(ctx: Context, spec: dict) -> str:
-    return json.dumps(with_network_ids(spec["definition"], ctx.lookups.get("subnet_ids") or [],
-                                       lambda group: ctx.registry.get(GROUP_KIND, group, "id")),
-                      indent=2, sort_keys=False)
+    definition = with_network_ids(spec["definition"], ctx.lookups.get("subnet_ids") or [],
+                                  lambda group: ctx.registry.get(GROUP_KIND, group, "id"))
+    definition = with_task_definition_arns(definition, lambda family: ctx.registry.find(
+        "task_definition", family, "arn"))
+    return json.dumps(definition, indent=2, sort_keys=False)
 
 
 def _retry_while_role_propagates(call: Callable[[], dict]) -> dict:
@@ -241,13 +294,21 @@ class StateMachines(ResourceKind):
         listed = [m for m in ctx.aws.pages("stepfunctions", "list_state_machines", "stateMachines")
                   if m["name"].startswith(f"{config.prefix}-")]
 
+        aliases = ctx.desired.resources.get(ALIAS_KIND, {})
+
         def details(machine: dict) -> tuple[dict, dict]:
             arn = machine["stateMachineArn"]
-            described, tags = ctx.map(lambda read: read(), [
+            reads = [
                 lambda: ctx.aws.call("stepfunctions", "describe_state_machine", stateMachineArn=arn),
                 lambda: canonical.tags_from_list(ctx.aws.call("stepfunctions", "list_tags_for_resource",
                                                               resourceArn=arn).get("tags"), "key", "value"),
-            ])
+            ]
+            alias = alias_name(machine["name"])
+            if alias in aliases:
+                # The alias kind reads next, and only needs this machine's ARN: read its alias (and the version
+                # that routes to) now, alongside, so that it finds them on the context instead of waiting.
+                reads.append(lambda: _read_alias(ctx, alias, f"{arn}:{add_users_access.ALIAS}"))
+            described, tags, *_ = ctx.map(lambda read: read(), reads)
             return described, tags
 
         out = {}
@@ -322,6 +383,29 @@ def alias_name(machine: str) -> str:
     return f"{machine}:{add_users_access.ALIAS}"
 
 
+def _read_alias(ctx: Context, name: str, arn: str) -> dict | None:
+    """DescribeStateMachineAlias (None when there is none), then DescribeStateMachine of the version it routes
+    everything to, unless a release pins that version: once per run (memoised), started by the machine's read."""
+    def read() -> dict | None:
+        try:
+            alias = ctx.aws.call("stepfunctions", "describe_state_machine_alias", stateMachineAliasArn=arn)
+        except ClientError as exc:
+            if error_code(exc) in ("ResourceNotFound", "StateMachineDoesNotExist"):
+                return None
+            raise
+        version = routed_version(alias.get("routingConfiguration"))
+        if isinstance(version, str) and not ctx.pins.get((ALIAS_KIND, name)):
+            _describe_version(ctx, version)
+        return alias
+
+    return ctx.memo(f"stepfunctions: alias {arn}", read)
+
+
+def _describe_version(ctx: Context, version_arn: str) -> dict:
+    return ctx.memo(f"stepfunctions: version {version_arn}", lambda: ctx.aws.call(
+        "stepfunctions", "describe_state_machine", stateMachineArn=version_arn))
+
+
 class StateMachineAliases(ResourceKind):
     kind = ALIAS_KIND
     depends_on = (KIND,)
@@ -343,12 +427,9 @@ class StateMachineAliases(ResourceKind):
         def read_one(item) -> tuple[str, Live | None]:
             name, machine, machine_arn = item
             arn = f"{machine_arn}:{add_users_access.ALIAS}"
-            try:
-                alias = ctx.aws.call("stepfunctions", "describe_state_machine_alias", stateMachineAliasArn=arn)
-            except ClientError as exc:
-                if error_code(exc) in ("ResourceNotFound", "StateMachineDoesNotExist"):
-                    return name, None
-                raise
+            alias = _read_alias(ctx, name, arn)  # usually already read, with the machine
+            if alias is None:
+                return name, None
             version = routed_version(alias.get("routingConfiguration"))
             ids = {"arn": arn, "version_arn": version if isinstance(version, str) else None}
             ctx.registry.put(self.kind, name, **ids)
@@ -369,7 +450,7 @@ class StateMachineAliases(ResourceKind):
             return version_arn == pinned
         if machine_spec is None:
             return False
-        described = ctx.aws.call("stepfunctions", "describe_state_machine", stateMachineArn=version_arn)
+        described = _describe_version(ctx, version_arn)
         return content(_live_machine_spec(ctx, described, {})) == content(machine_spec)
 
     def _target(self, ctx: Context, name: str, spec: dict) -> str:

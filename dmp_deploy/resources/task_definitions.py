@@ -25,6 +25,11 @@ EFS volumes name the file system and access point by placeholder (efs.py, `with_
 placeholders, and a live id that no longer reads back as the declared resource (it is being replaced) makes the
 family register a revision with the new id in the same apply.
 
+Reads (a no-op plan): one account-wide ListTaskDefinitions of ACTIVE revisions, grouped by family here;
+DescribeTaskDefinition of each family's target revision; the cluster's services (shared with the services
+kind); the release index. The revisions, the descriptions and the services are memoised on the run's context
+(`active_revisions`, `describe`, services.cluster_services), so no other kind reads them again.
+
 The registry holds, per family, `arn`: the revision to run (the latest, or the one just registered).
 """
 
@@ -43,7 +48,7 @@ from dmp_deploy.resources import efs
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 
 CONTENT_HASH_TAG = "dmp:content-hash"
-DESCRIBE_SERVICES_BATCH = 10  # DescribeServices takes at most 10 services per call
+LIST_PAGE = 100  # ListTaskDefinitions returns at most 100 ARNs a page
 
 # Container fields whose list order means nothing, and the key to sort their items by.
 UNORDERED_CONTAINER_LISTS = {
@@ -244,6 +249,50 @@ def family_and_revision(arn: str) -> tuple[str, int]:
     return family, int(revision)
 
 
+# --- shared reads (memoised on the run's context) -----------------------------------------------------------
+
+def active_revisions(ctx: Context) -> dict[str, list[tuple[int, str]]]:
+    """Every ACTIVE revision in the account and region, {family: [(revision, ARN), ...] newest first}.
+
+    One paginated ListTaskDefinitions (100 ARNs a page), read once per run: its `familyPrefix` is an exact
+    family, so listing per family would cost a call per family; listing everything costs a page per 100 ACTIVE
+    revisions of the account (other environments' too, where they share it). Families are grouped and sorted
+    here, so the API's sort order is not relied on."""
+    def read() -> dict[str, list[tuple[int, str]]]:
+        by_family: dict[str, list[tuple[int, str]]] = {}
+        for arn in ctx.aws.pages("ecs", "list_task_definitions", "taskDefinitionArns", status="ACTIVE",
+                                 maxResults=LIST_PAGE):
+            family, revision = family_and_revision(arn)
+            by_family.setdefault(family, []).append((revision, arn))
+        return {family: sorted(revisions, reverse=True) for family, revisions in by_family.items()}
+
+    return ctx.memo("ecs: ACTIVE task definition revisions", read)
+
+
+def describe(ctx: Context, arn: str) -> dict:
+    """DescribeTaskDefinition (with tags) of one revision, once per run: DescribeTaskDefinition takes one
+    revision a call, and the services kind asks about the revisions services run, which are usually the
+    ones this kind compared."""
+    return ctx.memo(f"ecs: task definition {arn}", lambda: ctx.aws.call(
+        "ecs", "describe_task_definition", taskDefinition=arn, include=["TAGS"]))
+
+
+def revisions_in_use(ctx: Context) -> set[str]:
+    """Task definition ARNs the cluster's services run or are deploying: never deregistered. From the
+    services read the services kind shares (services.cluster_services)."""
+    from dmp_deploy.resources.services import cluster_services  # services.py imports this module
+    in_use = set()
+    for service in cluster_services(ctx):
+        in_use.add(service.get("taskDefinition"))
+        in_use.update(d.get("taskDefinition") for d in service.get("deployments", []))
+    in_use.discard(None)
+    return in_use
+
+
+def _hash_of(answer: dict) -> str | None:
+    return next((t["value"] for t in answer.get("tags") or [] if t["key"] == CONTENT_HASH_TAG), None)
+
+
 # --- the kind ----------------------------------------------------------------------------------------------
 
 class TaskDefinitions(ResourceKind):
@@ -267,19 +316,29 @@ class TaskDefinitions(ResourceKind):
     def read(self, ctx: Context) -> dict[str, Live]:
         config = ctx.config
         declared = ctx.desired.resources.get(self.kind, {})
-        families_read, in_use, needed = ctx.map(lambda read: read(), [
-            lambda: ctx.aws.pages("ecs", "list_task_definition_families", "families",
-                                  familyPrefix=names.family(config, ""), status="ACTIVE"),
-            lambda: self._revisions_in_use(ctx),
+        prefix = names.family(config, "")
+
+        def families_and_targets():
+            present = sorted((f, revs) for f, revs in active_revisions(ctx).items() if f.startswith(prefix))
+            targets = [self._target(ctx, family, revisions) for family, revisions in present]
+            return present, targets, ctx.map(lambda target: describe(ctx, target[1]), targets)
+
+        # The three reads are independent: the revisions (then each family's target), what services run,
+        # what releases recorded.
+        (present, targets, latest), in_use, needed = ctx.map(lambda read: read(), [
+            families_and_targets,
+            lambda: revisions_in_use(ctx),
             lambda: self._revisions_releases_need(ctx),
         ])
         in_use = in_use | needed
-        families = sorted(set(families_read))
-        revision_lists = ctx.map(lambda f: self._active_revisions(ctx, f), families)
-        present = [(f, revs) for f, revs in zip(families, revision_lists) if revs]
-        targets = [self._target(ctx, family, revisions) for family, revisions in present]
-        latest = ctx.map(lambda arn: ctx.aws.call("ecs", "describe_task_definition",
-                                                  taskDefinition=arn, include=["TAGS"]), [a for _, a in targets])
+        # A family whose target (a revision this tool registered) does not hold the declared content may still
+        # have a revision that does, which a service runs or a release recorded (after `revert`, or a
+        # configuration put back as it was): that one is deployed again rather than registered anew, so a revert
+        # leaves nothing for the next plan to do.
+        matches = ctx.map(lambda item: self._revision_holding(ctx, item[0], item[1], item[2], declared, in_use),
+                          list(zip(present, targets, latest)))
+        targets = [match[0] if match else target for match, target in zip(matches, targets)]
+        latest = [match[1] if match else answer for match, answer in zip(matches, latest)]
         out: dict[str, Live] = {}
         for (family, revisions), (newest_revision, newest_arn), answer in zip(present, targets, latest):
             tags = {t["key"]: t["value"] for t in answer.get("tags") or []}
@@ -351,6 +410,30 @@ class TaskDefinitions(ResourceKind):
         arn = answer["taskDefinition"]["taskDefinitionArn"]
         ctx.registry.put(self.kind, family, arn=arn, revision=family_and_revision(arn)[1])
 
+    def _revision_holding(self, ctx: Context, family_revisions: tuple[str, list], target: tuple[int, str],
+                          answer: dict, declared: dict, in_use: set[str]):
+        """((revision, ARN), description) of the newest revision in use or recorded by a release that holds the
+        declared content, when the target does not (None otherwise, and always for a pinned family)."""
+        family, revisions = family_revisions
+        spec = declared.get(family)
+        if spec is None or ctx.pins.get((self.kind, family)):
+            return None
+        want = spec["tags"][CONTENT_HASH_TAG]
+        if _hash_of(answer) in (want, None):
+            # Holding the declared content; or registered out of band (no content hash): drift, superseded by
+            # a new revision, so that whoever runs the family by name gets the declared content.
+            return None
+        for revision, arn in revisions:  # newest first
+            if arn == target[1] or arn not in in_use:
+                continue
+            candidate = describe(ctx, arn)
+            if _hash_of(candidate) != want:
+                continue
+            content = canonical_definition(efs.with_placeholders(ctx, candidate["taskDefinition"]))
+            if efs.volume_references(spec) == efs.volume_references(content):  # not an access point since replaced
+                return (revision, arn), candidate
+        return None
+
     def _target(self, ctx: Context, family: str, revisions: list[tuple[int, str]]) -> tuple[int, str]:
         """The revision this run compares with and deploys: the release's pinned one, else the newest ACTIVE."""
         pinned = ctx.pins.get((self.kind, family))
@@ -361,44 +444,12 @@ class TaskDefinitions(ResourceKind):
         return revisions[0]
 
     @staticmethod
-    def _active_revisions(ctx: Context, family: str) -> list[tuple[int, str]]:
-        """(revision, ARN) of the family's ACTIVE revisions, newest first. The API sorts on request, but
-        sort order is not relied on (the embedded AWS ignores it)."""
-        arns = ctx.aws.pages("ecs", "list_task_definitions", "taskDefinitionArns",
-                             familyPrefix=family, status="ACTIVE", sort="DESC")
-        found = [(family_and_revision(arn), arn) for arn in arns]
-        return sorted(((rev, arn) for (fam, rev), arn in found if fam == family), reverse=True)
-
-    @staticmethod
     def _revisions_releases_need(ctx: Context) -> set[str]:
         """Revisions a recorded release ran: kept, so that `revert` to that release stays possible."""
         from dmp_deploy import releases
-        from dmp_deploy.state_store import StateStore
         try:
-            return releases.revisions_needed(StateStore(ctx.config, ctx.aws))
+            return set((releases.read_index(ctx) or {}).get("task_definitions", []))
         except Exception as exc:
             if error_code(exc) in ("NoSuchBucket", "404", "NoSuchKey", "AccessDenied"):
                 return set()
             raise
-
-    @staticmethod
-    def _revisions_in_use(ctx: Context) -> set[str]:
-        """Task definition ARNs the cluster's services run or are deploying: never deregistered."""
-        cluster = names.cluster(ctx.config)
-        try:
-            service_arns = ctx.aws.pages("ecs", "list_services", "serviceArns", cluster=cluster)
-        except Exception as exc:
-            if error_code(exc) == "ClusterNotFoundException":
-                return set()  # no cluster yet: no service runs anything
-            raise
-        batches = [service_arns[i:i + DESCRIBE_SERVICES_BATCH]
-                   for i in range(0, len(service_arns), DESCRIBE_SERVICES_BATCH)]
-        answers = ctx.map(lambda batch: ctx.aws.call("ecs", "describe_services", cluster=cluster,
-                                                     services=batch), batches)
-        in_use = set()
-        for answer in answers:
-            for service in answer.get("services", []):
-                in_use.add(service.get("taskDefinition"))
-                in_use.update(d.get("taskDefinition") for d in service.get("deployments", []))
-        in_use.discard(None)
-        return in_use

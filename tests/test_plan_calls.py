@@ -1,0 +1,96 @@
+"""How many AWS calls a no-op plan makes, by operation (issue 6): reads are batched and shared, never one per
+resource where the API takes many, never repeated by a second kind. A regression to N+1 fails here, in CI; the
+times and the stated minimum are measured by benchmarks/run.py (docs/benchmarks.md)."""
+
+import math
+
+import pytest
+
+from dmp_deploy import planner, session
+
+CONTAINER = [{"name": "x", "image": "busybox", "memoryReservation": 16}]
+
+
+def noop_plan_calls() -> tuple[dict[str, int], dict]:
+    """A plan through the in-process engine (as `plan` builds it): its calls by operation, and its desired state.
+    The plan must be empty: this counts what a no-op plan costs."""
+    env = session.open_environment("local", read_only=True)
+    rec = planner.build_plan(env.ctx, env.kinds)
+    assert rec.plan.empty, rec.plan.render_text()
+    return dict(env.aws.stats.calls), env.ctx.desired.resources
+
+
+@pytest.fixture
+def applied(local_aws, run_cli):
+    result = run_cli("apply", "--env", "local", "--json")
+    assert result.code == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return local_aws
+
+
+def test_a_noop_plan_reads_each_thing_once_and_in_batches(applied):
+    calls, desired = noop_plan_calls()
+    families, services = len(desired["task_definition"]), len(desired["service"])
+    machines = len(desired["state_machine"])
+    assert families >= 10 and services == 10 and machines == 1
+
+    # Task definitions: one account-wide listing, one description per family, shared with the services kind
+    # (which describes the revisions services run: the same ones).
+    assert calls["ecs.list_task_definitions"] == 1
+    assert "ecs.list_task_definition_families" not in calls
+    assert calls["ecs.describe_task_definition"] == families
+    # Services: one listing and DescribeServices in tens, shared by the task_definition and service kinds.
+    assert calls["ecs.list_services"] == 1
+    assert calls["ecs.describe_services"] == math.ceil(services / 10)
+    # Network: the lookups' answers are shared; all security groups of the VPC come in one call.
+    assert calls["ec2.describe_subnets"] == 1
+    assert calls["ec2.describe_vpcs"] == 1
+    assert calls["ec2.describe_security_groups"] == 2  # the load balancer's group (a lookup), then the VPC's
+    # IAM: roles and customer-managed policies from one GetAccountAuthorizationDetails; ListRoles only for
+    # MaxSessionDuration, which those details leave out.
+    assert calls["iam.get_account_authorization_details"] == 1
+    assert calls["iam.list_roles"] == 1
+    assert "iam.list_policies" not in calls and "iam.get_role" not in calls
+    # The state machine and its alias: list, describe, tags, alias, and the version the alias routes to.
+    assert calls["stepfunctions.list_state_machines"] == 1
+    assert calls["stepfunctions.describe_state_machine"] == 2 * machines
+    assert calls["stepfunctions.describe_state_machine_alias"] == machines
+    assert calls["stepfunctions.list_tags_for_resource"] == machines
+    # The release index, read once (pruning keeps what a release ran).
+    assert calls["s3.get_object"] == 1
+
+
+def test_what_is_not_ours_costs_no_extra_description(applied):
+    """Other families' revisions and other services in the cluster are listed (the listings cover the account
+    or the cluster), but only what is ours is described, and the listings' page sizes are the APIs' largest."""
+    ecs = applied.client("ecs")
+    for i in range(3):
+        ecs.register_task_definition(family=f"someone-elses-{i}", containerDefinitions=CONTAINER)
+    for i in range(15):  # 25 services in the cluster: ListServices' default page (10) would take three calls
+        ecs.create_service(cluster="dmp-local", serviceName=f"not-ours-{i:02d}",
+                           taskDefinition="someone-elses-0", desiredCount=0)
+
+    calls, desired = noop_plan_calls()
+    assert calls["ecs.list_task_definitions"] == 1
+    assert calls["ecs.describe_task_definition"] == len(desired["task_definition"])
+    assert calls["ecs.list_services"] == 1
+    assert calls["ecs.describe_services"] == math.ceil(25 / 10)
+
+
+def test_a_service_running_an_older_revision_costs_one_more_description(applied):
+    """When the newest revision is not the one a service runs, that revision is described once more, and only
+    once, whichever kinds need it (the task_definition kind looks for a kept revision holding the template; the
+    services kind asks whether what a service runs is up to date)."""
+    ecs = applied.client("ecs")
+    family = "dmp-local-api"
+    base = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+    request = {k: base[k] for k in ("family", "networkMode", "requiresCompatibilities", "cpu", "memory",
+                                    "executionRoleArn", "taskRoleArn", "containerDefinitions")}
+    request["containerDefinitions"][0]["environment"] = [{"name": "OUT_OF_BAND", "value": "1"}]
+    ecs.register_task_definition(**request)  # revision 2, newer than the revision 1 the service runs
+
+    env = session.open_environment("local", read_only=True)
+    planner.build_plan(env.ctx, env.kinds)
+    calls = env.aws.stats.calls
+    assert calls["ecs.describe_task_definition"] == len(env.ctx.desired.resources["task_definition"]) + 1
+    assert calls["ecs.list_task_definitions"] == 1
+    assert calls["ecs.describe_services"] == 1
