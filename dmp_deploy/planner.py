@@ -98,6 +98,12 @@ def build_plan(ctx: Context, kinds: list[ResourceKind]) -> Reconciliation:
     for kind in ordered:
         for change in changes_for(kind, ctx.desired.resources.get(kind.kind, {}), live[kind.kind]):
             (deletes if change.action == "delete" else forward).append(change)
+    # A kind that only matters when nothing else changes (the release record: any other change records a
+    # release anyway) is left out of a plan that has other changes.
+    alone = {k.kind for k in ordered if k.only_when_alone}
+    if any(c.kind not in alone for c in forward + deletes):
+        forward = [c for c in forward if c.kind not in alone]
+        deletes = [c for c in deletes if c.kind not in alone]
     # Deletes go last and in reverse dependency order: nothing is removed while something still uses it.
     order = {k.kind: i for i, k in enumerate(ordered)}
     deletes.sort(key=lambda c: -order[c.kind])

@@ -57,6 +57,7 @@ def git_commit() -> tuple[str | None, bool]:
 
 
 def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None = None) -> dict:
+    from dmp_deploy.resources import release_record  # the resources import this module
     state = rec.desired
     commit, dirty = git_commit()
     return {
@@ -73,14 +74,21 @@ def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None 
         "state_machines": state.state_machines,
         "live": rec.ctx.registry.dump(),
         "changes": [c.as_dict() for c in rec.plan.changes],
+        # As the release_record kind computed it when the desired state was built (kinds may add to their
+        # desired specs while reading, e.g. mount targets per subnet found): what the next plan compares.
+        "digest": (state.resources.get(release_record.KIND, {}).get(state.config.env) or {}).get("digest"),
     }
 
 
-INDEX = f"{PREFIX}index.json"  # {"task_definitions": [ARN, ...]}: every revision a recorded release ran
+# {"task_definitions": [ARN, ...], "latest": {"number": N, "digest": D}}: every revision a recorded release ran,
+# and which release is the newest with the digest of its desired state (see resources/release_record.py).
+INDEX = f"{PREFIX}index.json"
 
 
 def write(store: StateStore, record: dict) -> int:
-    """Write the record as the next release number; returns the number. Never overwrites a record."""
+    """Write the record as the next release number; returns the number. Never overwrites a record. The index is
+    updated after it: a run killed in between leaves a record the index does not name, which the next plan
+    shows and the next apply repairs (resources/release_record.py)."""
     for _ in range(20):
         known = numbers(store)
         number = (known[-1] + 1) if known else 1
@@ -92,19 +100,23 @@ def write(store: StateStore, record: dict) -> int:
                 raise
     else:
         raise UserError("could not write the release record: release numbers kept being taken by other runs")
-    _add_to_index(store, [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values()
-                          if "arn" in ids])
+    _update_index(store, [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values()
+                          if "arn" in ids], {"number": number, "digest": record.get("digest")})
     return number
 
 
-def _add_to_index(store: StateStore, arns: list[str]) -> None:
-    """Remember the revisions this release runs, so pruning never deregisters one a release still needs."""
+def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> None:
+    """Remember the revisions this release runs, so pruning never deregisters one a release still needs, and
+    which release is the newest."""
     for _ in range(20):
         index, etag = store.get_json(INDEX)
         known = set((index or {}).get("task_definitions", []))
-        if set(arns) <= known:
+        current = (index or {}).get("latest")
+        if current and latest and (current.get("number") or 0) > latest["number"]:
+            latest = current  # a newer release was indexed meanwhile
+        if set(arns) <= known and current == latest:
             return
-        document = {"task_definitions": sorted(known | set(arns))}
+        document = {"task_definitions": sorted(known | set(arns)), "latest": latest}
         try:
             if etag:
                 store.put_json(INDEX, document, if_match=etag)
@@ -120,6 +132,27 @@ def revisions_needed(store: StateStore) -> set[str]:
     """Every task definition revision some recorded release ran (one read; empty before the first release)."""
     index, _ = store.get_json(INDEX)
     return set((index or {}).get("task_definitions", []))
+
+
+def read_index(ctx) -> dict | None:
+    """The release index, read once per run (the task_definition and release_record kinds share it); None when
+    there is none yet, or no state bucket."""
+    return ctx.memo("s3: release index", lambda: StateStore(ctx.config, ctx.aws).get_json(INDEX)[0])
+
+
+def newest(ctx) -> dict | None:
+    """The newest release record (with its number), or None."""
+    store = StateStore(ctx.config, ctx.aws)
+    known = numbers(store)
+    return load(store, known[-1]) | {"number": known[-1]} if known else None
+
+
+def repair_index(ctx, number: int, digest: str) -> None:
+    """Index release `number`, recorded by a run killed before it updated the index."""
+    store = StateStore(ctx.config, ctx.aws)
+    record = load(store, number)
+    _update_index(store, [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values()
+                          if "arn" in ids], {"number": number, "digest": digest})
 
 
 def summary(record: dict) -> str:

@@ -37,9 +37,17 @@ class StateStore:
             raise
 
     def ensure(self) -> None:
-        """Create and secure the bucket when it does not exist yet (idempotent; no call when it does)."""
-        if self.exists():
-            return
+        """Create and secure the bucket unless it is complete (idempotent). Its tags are written last and mark it
+        complete, so a run killed half way through securing it finishes the job next time instead of trusting a
+        bucket that merely exists. One read when it is complete."""
+        tags = self.config.resource_tags(**{"dmp:role": "state"})
+        try:
+            have = self.aws.call("s3", "get_bucket_tagging", Bucket=self.bucket).get("TagSet", [])
+            if {t["Key"]: t["Value"] for t in have} == tags:
+                return
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in NOT_FOUND + ("NoSuchTagSet",):
+                raise
         params = {"Bucket": self.bucket}
         if self.config.environment.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.config.environment.region}
@@ -57,8 +65,6 @@ class StateStore:
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
         self.aws.call("s3", "put_bucket_versioning", Bucket=self.bucket,
                       VersioningConfiguration={"Status": "Enabled"})
-        self.aws.call("s3", "put_bucket_tagging", Bucket=self.bucket, Tagging={"TagSet": [
-            {"Key": k, "Value": v} for k, v in sorted(self.config.resource_tags(**{"dmp:role": "state"}).items())]})
         if self.config.add_users.enforce_tls_in_bucket_policy:
             self.aws.call("s3", "put_bucket_policy", Bucket=self.bucket, Policy=json.dumps({
                 "Version": "2012-10-17",
@@ -66,6 +72,8 @@ class StateStore:
                                "Action": "s3:*",
                                "Resource": [f"arn:aws:s3:::{self.bucket}", f"arn:aws:s3:::{self.bucket}/*"],
                                "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+        self.aws.call("s3", "put_bucket_tagging", Bucket=self.bucket, Tagging={"TagSet": [
+            {"Key": k, "Value": v} for k, v in sorted(tags.items())]})
 
     def get_json(self, key: str) -> tuple[dict, str] | tuple[None, None]:
         """(document, etag), or (None, None) when the object (or the bucket) does not exist."""

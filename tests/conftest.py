@@ -73,18 +73,30 @@ class LocalAws:
         return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
                             aws_access_key_id="local", aws_secret_access_key="local")
 
+    def reset(self) -> None:
+        """Back to a freshly seeded account: nothing of ours, only what a real account already has."""
+        _reset_and_seed(self.endpoint)
 
-@pytest.fixture
-def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
-    """A freshly reset and seeded embedded AWS that `--env local` targets for this test."""
+
+def _reset_and_seed(endpoint: str):
+    from dmp_deploy import moto_compat
     from dmp_deploy.config import load_config
     from dmp_deploy.local.seed import seed
     from dmp_deploy.local.server import enable_state_machine_execution
 
-    _post(f"{moto_server}/moto-api/reset")
-    enable_state_machine_execution(moto_server)
+    _post(f"{endpoint}/moto-api/reset")
+    moto_compat.clear_task_outcomes()
+    moto_compat.clear_rollout_failures()
+    enable_state_machine_execution(endpoint)
     config = load_config("local")
-    seed(moto_server, config)
+    seed(endpoint, config)
+    return config
+
+
+@pytest.fixture
+def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
+    """A freshly reset and seeded embedded AWS that `--env local` targets for this test."""
+    config = _reset_and_seed(moto_server)
     state_dir = tmp_path / "dmp-local"
     state_dir.mkdir()
     (state_dir / "server.json").write_text(json.dumps(
@@ -138,3 +150,10 @@ def cli(*args: str) -> Result:
 @pytest.fixture
 def run_cli():
     return cli
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The crash suite's "N of N crash points converged" lines, whatever the capture mode."""
+    module = sys.modules.get("test_crash") or sys.modules.get("tests.test_crash")
+    for line in getattr(module, "REPORTS", []):
+        terminalreporter.write_line(line)

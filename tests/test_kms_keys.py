@@ -136,3 +136,29 @@ def test_switching_to_a_configured_key_schedules_the_owned_key_for_deletion_only
     assert kms.describe_key(KeyId=owned)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert ALIAS not in [a["AliasName"] for a in kms.list_aliases()["Aliases"]]
     assert run_cli("plan", "--env", "local").code == 0
+
+
+def test_a_key_left_without_its_alias_by_a_killed_run_is_adopted_not_duplicated(local_aws, run_cli):
+    """CreateKey then CreateAlias: a run killed between them leaves our tagged key with no alias. The next plan
+    shows the alias to add to that key; apply adds it and creates no second key. A key of ours that has some other
+    alias, or is scheduled for deletion, is not taken."""
+    kms = local_aws.client("kms")
+    ours = [{"TagKey": "dmp:env", "TagValue": "local"}, {"TagKey": "dmp:managed-by", "TagValue": "dmp-deploy"}]
+    pending = kms.create_key(Tags=ours)["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=pending, PendingWindowInDays=7)
+    elsewhere = kms.create_key(Tags=ours)["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/something-else", TargetKeyId=elsewhere)
+    orphan = kms.create_key(Tags=ours, Description="left by a killed run", KeySpec="SYMMETRIC_DEFAULT",
+                            KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+
+    plan = run_cli("plan", "--env", "local", "--json")
+    assert plan.code == 2
+    (c,) = [c for c in plan.json["changes"] if c["kind"] == "kms_key"]
+    assert (c["name"], c["action"]) == (ALIAS, "update")
+    assert [f["path"] for f in c["fields"]] == ["alias", "description", "rotation"]
+
+    assert run_cli("apply", "--env", "local").code == 0
+    assert kms.describe_key(KeyId=ALIAS)["KeyMetadata"]["KeyId"] == orphan
+    assert len(kms.list_keys()["Keys"]) == 3  # no new key
+    assert kms.get_key_rotation_status(KeyId=orphan)["KeyRotationEnabled"] is True
+    assert run_cli("plan", "--env", "local").code == 0

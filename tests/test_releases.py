@@ -75,3 +75,57 @@ def test_release_numbers_are_never_written_twice(store):
         store.put_json(releases.key(2), {"kind": "impostor"}, if_none_match=True)
     assert precondition_failed(err.value)
     assert releases.load(store, 2)["kind"] == "apply"
+
+
+def _killed_at(wanted):
+    """A seam hook killing the process just before the first AWS call `wanted(call)` picks, and every call after."""
+    from crash_support import SimulatedCrash
+
+    dead = []
+
+    def attach(seam):
+        def hook(call):
+            if dead or wanted(call):
+                dead.append(call.operation)
+                raise SimulatedCrash(call.operation)
+        seam.hooks.append(hook)
+    return SimulatedCrash, attach
+
+
+@pytest.mark.parametrize("killed_before, shown, records", [
+    ("record", "release", 2),  # the changes were made, nothing recorded them: a new release records the state
+    ("index", "index", 2),     # release 2 was written, the index still names release 1: the index is repaired
+])
+def test_a_run_killed_while_recording_is_shown_by_plan_and_finished_by_apply(
+        local_aws, run_cli, store, monkeypatch, killed_before, shown, records):
+    from dmp_deploy import lock as lock_module, session
+
+    assert run_cli("apply", "--env", "local").code == 0
+
+    def wanted(call):
+        key = call.params.get("Key", "")
+        return call.operation == "put_object" and (
+            key.startswith("releases/0") if killed_before == "record" else key == releases.INDEX)
+    crash, attach = _killed_at(wanted)
+    with monkeypatch.context() as m:
+        m.setattr(session, "ON_CONNECT", [attach])
+        with pytest.raises(crash):
+            run_cli("apply", "--env", "local", "--image", "api=t2")
+    monkeypatch.setattr(lock_module, "now", lambda: __import__("time").time() + 3600)  # its lease has expired
+
+    plan = run_cli("plan", "--env", "local", "--image", "api=t2", "--json")
+    assert plan.code == 2
+    (change,) = plan.json["changes"]
+    assert (change["kind"], change["action"]) == ("release_record", "update")
+    assert [f["path"] for f in change["fields"]] == [shown]
+
+    applied = run_cli("apply", "--env", "local", "--image", "api=t2", "--json")
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert applied.json["release"] == 2
+    assert releases.numbers(store) == list(range(1, records + 1))
+    index, _ = store.get_json(releases.INDEX)
+    assert index["latest"]["number"] == 2
+    assert releases.load(store, 2)["image_tags"]["api"] == "t2"
+    assert run_cli("plan", "--env", "local", "--image", "api=t2").code == 0
+    history = run_cli("history", "--env", "local", "--json")
+    assert [r["number"] for r in history.json["releases"]][:2] == [2, 1]

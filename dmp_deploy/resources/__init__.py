@@ -14,6 +14,7 @@ from dmp_deploy.resources.iam_policies import IamPolicies
 from dmp_deploy.resources.iam_roles import IamRoles
 from dmp_deploy.resources.kms_keys import KmsKeys
 from dmp_deploy.resources.log_groups import LogGroups
+from dmp_deploy.resources.release_record import ReleaseRecords
 from dmp_deploy.resources.security_groups import SecurityGroupRules, SecurityGroups
 from dmp_deploy.resources.services import Services
 from dmp_deploy.resources.state_machine import StateMachineAliases, StateMachines
@@ -21,7 +22,7 @@ from dmp_deploy.resources.task_definitions import TaskDefinitions
 
 
 def all_kinds() -> list[ResourceKind]:
-    return [
+    kinds = [
         StateMachines(), StateMachineAliases(),  # first: declares _extra_log_groups, _extra_iam_roles (add-users)
         LogGroups(),
         Cluster(),
@@ -36,3 +37,6 @@ def all_kinds() -> list[ResourceKind]:
         Services(),
         EventRules(),
     ]
+    record = ReleaseRecords()  # last: its desired digest covers every other kind's desired specs
+    record.depends_on = tuple(kind.kind for kind in kinds)
+    return kinds + [record]

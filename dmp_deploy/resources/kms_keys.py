@@ -16,7 +16,9 @@ owns one customer-managed symmetric key, found by its alias `names.add_users_key
 The key policy is AWS's default one (the account root may use and administer the key), left as created:
 the IAM policies of the roles that need the key grant its use. It is not compared.
 
-Reading is one DescribeKey on the alias, then the rotation status and the tags at the same time.
+Reading is one DescribeKey on the alias, then the rotation status and the tags at the same time. When the alias
+is missing, a key of ours without any alias (a run killed between CreateKey and CreateAlias) is adopted: the plan
+shows the alias to add, and no second key is created.
 Deleting schedules the key's deletion (30 days, the longest window) and removes the alias. Every object
 encrypted with the key becomes unreadable when it goes, so the key holds data: deleting or replacing it
 needs --allow-destroy. Within the window, a key still under the alias is recovered by declaring it again
@@ -35,6 +37,7 @@ from botocore.exceptions import ClientError
 from dmp_deploy import names
 from dmp_deploy.aws import error_code
 from dmp_deploy.errors import ApplyError
+from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources.base import Context, Live, Registry, ResourceKind
 
 DELETION_WINDOW_DAYS = 30
@@ -131,12 +134,16 @@ class KmsKeys(ResourceKind):
 
     def read(self, ctx: Context) -> dict[str, Live]:
         alias = names.add_users_key_alias(ctx.config)
+        unaliased = False
         try:
             key = ctx.aws.call("kms", "describe_key", KeyId=alias)["KeyMetadata"]
         except ClientError as exc:
-            if error_code(exc) == "NotFoundException":
+            if error_code(exc) != "NotFoundException":
+                raise
+            key = self._unaliased_key(ctx) if alias in ctx.desired.resources.get(self.kind, {}) else None
+            if key is None:
                 return {}
-            raise
+            unaliased = True
         rotation, tags = ctx.map(lambda read: read(), [
             lambda: self._rotation(ctx, key["KeyId"]),
             lambda: {t["TagKey"]: t["TagValue"]
@@ -144,7 +151,7 @@ class KmsKeys(ResourceKind):
         ])
         if alias not in ctx.desired.resources.get(self.kind, {}) and not _is_ours(tags, ctx.config.env):
             return {}  # someone else's key under our alias: never touched
-        ids = {"arn": key["Arn"], "key_id": key["KeyId"]}
+        ids = {"arn": key["Arn"], "key_id": key["KeyId"], "unaliased": unaliased}
         ctx.registry.put(self.kind, alias, **ids)
         return {alias: Live(
             spec={
@@ -181,8 +188,32 @@ class KmsKeys(ResourceKind):
         if spec["rotation"]:
             ctx.aws.call("kms", "enable_key_rotation", KeyId=key["KeyId"])
 
+    @staticmethod
+    def _unaliased_key(ctx: Context) -> dict | None:
+        """Our key without its alias: the alias is created right after the key, so a run killed between the two
+        leaves one. It is adopted (the alias put on it) instead of a second key being created. Found through
+        the tagging API by our tags (one call, made only when the alias is missing); the oldest such key that is
+        not scheduled for deletion and has no alias at all."""
+        tags = ctx.config.resource_tags()
+        found = ctx.aws.pages("resourcegroupstaggingapi", "get_resources", "ResourceTagMappingList",
+                              ResourceTypeFilters=["kms:key"],
+                              TagFilters=[{"Key": k, "Values": [tags[k]]} for k in ("dmp:env", "dmp:managed-by")])
+        keys = [ctx.aws.call("kms", "describe_key", KeyId=r["ResourceARN"])["KeyMetadata"] for r in found]
+        keys = [k for k in keys if k.get("KeyState") in ("Enabled", "Disabled")
+                and not ctx.aws.pages("kms", "list_aliases", "Aliases", KeyId=k["KeyId"])]
+        return min(keys, key=lambda k: k["CreationDate"]) if keys else None
+
+    def diff(self, name: str, desired: dict, live: Live) -> list[FieldChange]:
+        changes = super().diff(name, desired, live)
+        if live.ids.get("unaliased"):
+            changes.insert(0, FieldChange("alias", "(none: a run was interrupted between creating the key and "
+                                                   "its alias)", name))
+        return changes
+
     def update(self, ctx: Context, name: str, spec: dict, live: Live, changes) -> None:
         key_id, have = live.ids["key_id"], live.spec
+        if live.ids.get("unaliased"):
+            ctx.aws.call("kms", "create_alias", AliasName=name, TargetKeyId=key_id)
         if have["key_state"] == "PendingDeletion":
             ctx.aws.call("kms", "cancel_key_deletion", KeyId=key_id)  # leaves the key disabled
         if have["key_state"] != "Enabled":

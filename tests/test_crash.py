@@ -1,0 +1,184 @@
+"""Crash consistency (`pytest -m crash`): every mutating call of a command is a point where it can die.
+
+For each scenario the command first runs uncrashed, counting its N mutating calls and leaving the reference
+inventory. Then, for every k from 1 to N, the embedded AWS is reset to the scenario's starting point, the command
+is killed at its k-th mutating call (tests/crash_support.py: the seam is dead from then on, so the deploy lock is
+left behind as a killed CI job leaves it), and the same command is run again once its lease has expired (time is
+moved past it, as when the operator re-runs the job). It must then exit 0, `plan` must exit 0, and the inventory
+read straight from AWS must equal the uncrashed run's: no duplicate file system, access point, rule, state
+machine, log group, role, key or service; at most one new task definition revision per changed family and one
+new state machine version.
+
+Scenarios: apply from nothing; apply of a changed stack (a new api image, so new api, db-migration and add-users
+revisions and a new state machine version; two search-api tasks; a changed log retention); revert to release 1 after that change.
+Crash points, for every k of all three: `before` (the call never reached AWS) and `after` (AWS carried the call
+out and the answer was lost: the hard case for creations that are not naturally idempotent).
+`DMP_CRASH_POINTS=1,7,30` runs only those points (for debugging); the report then says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter
+
+import pytest
+
+from dmp_deploy import config as config_module, lock as lock_module
+from dmp_deploy.local import control
+from conftest import LocalAws, cli
+from crash_support import Crasher, SimulatedCrash, compare, hooked, inventory
+
+pytestmark = pytest.mark.crash
+
+REPORTS: list[str] = []  # printed in the terminal summary (conftest.pytest_terminal_summary)
+
+APPLY = ("apply", "--env", "local", "--json")
+CHANGED = ("apply", "--env", "local", "--json", "--image", "api=crash-t2")
+PLAN = ("plan", "--env", "local", "--json")
+CHANGED_PLAN = ("plan", "--env", "local", "--json", "--image", "api=crash-t2")
+REVERT = ("revert", "--env", "local", "--to", "1", "--json")
+API_IMAGE_FAMILIES = {"dmp-local-api", "dmp-local-db-migration", "dmp-local-add-users"}
+
+
+@pytest.fixture(scope="module")
+def crash_aws(tmp_path_factory):
+    """The embedded AWS in its own process, as `--env local` runs it: the tool and moto then use both cores,
+    which halves the suite's time against the in-process server the other tests share."""
+    state_dir = tmp_path_factory.mktemp("crash-local")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("DMP_LOCAL_DIR", str(state_dir))
+        started = control.up()
+        try:
+            yield LocalAws(started["endpoint"], started["region"], state_dir)
+        finally:
+            control.down()
+
+
+@pytest.fixture
+def local_aws(crash_aws, monkeypatch):
+    monkeypatch.setenv("DMP_LOCAL_DIR", str(crash_aws.state_dir))
+    return crash_aws
+
+
+def ok(*args: str) -> dict:
+    result = cli(*args)
+    assert result.code == 0, f"{' '.join(args)} exited {result.code}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.json
+
+
+def points(total: int) -> list[int]:
+    chosen = os.environ.get("DMP_CRASH_POINTS")
+    if not chosen:
+        return list(range(1, total + 1))
+    return [k for k in (int(p) for p in chosen.split(",")) if 1 <= k <= total]
+
+
+def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command, changed_families=None,
+                 after: bool = False) -> None:
+    def start() -> None:
+        local_aws.reset()
+        monkeypatch.setattr(lock_module, "now", time.time)
+        setup()
+
+    # The uncrashed run: N mutating calls and the reference inventory. Every point starts from the same state
+    # (reset, then the same setup), so the inventory before the command is read once, here.
+    start()
+    before = inventory(local_aws)
+    counter = Crasher(at=0)
+    with hooked(monkeypatch, counter):
+        ok(*command)
+    total = len(counter.mutations)
+    assert total > 0
+    tally = Counter(counter.mutations)
+    calls = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(tally.items()))
+    assert ok(*plan_command)["changes"] == []
+    reference = inventory(local_aws)
+    assert not compare(reference, reference, changed_families, before)
+
+    chosen = points(total)
+    failures: list[str] = []
+    spent: dict[str, float] = {}
+
+    def timed(step: str, started: float) -> float:
+        now = time.perf_counter()
+        spent[step] = spent.get(step, 0.0) + now - started
+        return now
+
+    for k in chosen:
+        t = time.perf_counter()
+        start()
+        t = timed("reset and set up", t)
+        crasher = Crasher(at=k, after=after)
+        with hooked(monkeypatch, crasher):
+            with pytest.raises(SimulatedCrash):
+                cli(*command)
+        t = timed("crashed run", t)
+        assert crasher.crashed, f"k={k}: the command made fewer than {k} mutating calls this time"
+        # The operator re-runs the job later: the dead run's lease has expired by then.
+        monkeypatch.setattr(lock_module, "now", lambda: time.time() + 3600)
+        where = f"k={k} ({'after' if after else 'before'} {crasher.crashed})"
+        rerun = cli(*command)
+        t = timed("re-run", t)
+        if rerun.code != 0:
+            failures.append(f"{where}: re-run exited {rerun.code}: {rerun.stdout[-600:]} {rerun.stderr[-600:]}")
+            continue
+        plan = cli(*plan_command)
+        t = timed("plan", t)
+        if plan.code != 0:
+            failures.append(f"{where}: plan after the re-run exited {plan.code}: {plan.stdout[-1500:]}")
+            continue
+        problems = compare(reference, inventory(local_aws), changed_families, before)
+        timed("inventory", t)
+        if problems:
+            failures.append(f"{where}: " + "; ".join(problems))
+    converged = len(chosen) - len(failures)
+    subset = "" if len(chosen) == total else f" (DMP_CRASH_POINTS: {len(chosen)} of the {total} points)"
+    line = (f"crash {name} [{'after' if after else 'before'} the call]: {converged} of {len(chosen)} crash points "
+            f"converged; {total} mutating calls{subset}")
+    detail = f"  mutating calls: {calls}"
+    line += " (seconds per point: " + ", ".join(f"{step} {s / len(chosen):.2f}" for step, s in spent.items()) + ")"
+    REPORTS.append(line)
+    REPORTS.append(detail)
+    print(line)
+    print(detail)
+    assert not failures, f"{line}\n" + "\n".join(failures)
+
+
+WHEN = pytest.mark.parametrize("after", [False, True], ids=["before-the-call", "after-the-call"])
+
+
+@WHEN
+def test_apply_from_nothing_converges_after_a_crash_at_any_mutating_call(local_aws, monkeypatch, after):
+    run_scenario("apply from nothing", local_aws, monkeypatch, lambda: None, APPLY, PLAN, after=after)
+
+
+@WHEN
+def test_changed_apply_converges_after_a_crash_at_any_mutating_call(local_aws, monkeypatch, tmp_path, after):
+    # A is the configuration as it is; B is a new api image, two search-api tasks and a changed log retention.
+    directory = tmp_path / "config"
+    shutil.copytree(config_module.CONFIG_DIR, directory)
+    monkeypatch.setattr(config_module, "CONFIG_DIR", directory)
+    original = (directory / "local.toml").read_text()
+    changed = original.replace("add_users_retention_days = 3", "add_users_retention_days = 5")
+    changed = changed.replace('[apps.search-api]\nimage_tag = "local"\ndesired_count = 1',
+                              '[apps.search-api]\nimage_tag = "local"\ndesired_count = 2')
+    assert changed.count("desired_count = 2") == 1 and "add_users_retention_days = 5" in changed
+
+    def setup():
+        (directory / "local.toml").write_text(original)
+        ok(*APPLY)
+        (directory / "local.toml").write_text(changed)
+
+    run_scenario("changed apply", local_aws, monkeypatch, setup, CHANGED, CHANGED_PLAN,
+                 changed_families=API_IMAGE_FAMILIES, after=after)
+
+
+@WHEN
+def test_revert_converges_after_a_crash_at_any_mutating_call(local_aws, monkeypatch, after):
+    def setup():
+        ok(*APPLY)
+        ok(*CHANGED)
+
+    run_scenario("revert", local_aws, monkeypatch, setup, REVERT, PLAN, changed_families=set(), after=after)
