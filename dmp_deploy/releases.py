@@ -128,12 +128,6 @@ def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> No
                 raise
 
 
-def revisions_needed(store: StateStore) -> set[str]:
-    """Every task definition revision some recorded release ran (one read; empty before the first release)."""
-    index, _ = store.get_json(INDEX)
-    return set((index or {}).get("task_definitions", []))
-
-
 def read_index(ctx) -> dict | None:
     """The release index, read once per run (the task_definition and release_record kinds share it); None when
     there is none yet, or no state bucket."""
