@@ -100,9 +100,13 @@ def write(store: StateStore, record: dict) -> int:
                 raise
     else:
         raise UserError("could not write the release record: release numbers kept being taken by other runs")
-    _update_index(store, [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values()
-                          if "arn" in ids], {"number": number, "digest": record.get("digest")})
+    _update_index(store, _revisions(record), {"number": number, "digest": record.get("digest")})
     return number
+
+
+def _revisions(record: dict) -> list[str]:
+    """The task definition revisions a release ran."""
+    return [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values() if "arn" in ids]
 
 
 def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> None:
@@ -144,9 +148,7 @@ def newest(ctx) -> dict | None:
 def repair_index(ctx, number: int, digest: str) -> None:
     """Index release `number`, recorded by a run killed before it updated the index."""
     store = StateStore(ctx.config, ctx.aws)
-    record = load(store, number)
-    _update_index(store, [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values()
-                          if "arn" in ids], {"number": number, "digest": digest})
+    _update_index(store, _revisions(load(store, number)), {"number": number, "digest": digest})
 
 
 def summary(record: dict) -> str:
