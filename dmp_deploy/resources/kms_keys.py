@@ -198,9 +198,11 @@ class KmsKeys(ResourceKind):
         found = ctx.aws.pages("resourcegroupstaggingapi", "get_resources", "ResourceTagMappingList",
                               ResourceTypeFilters=["kms:key"],
                               TagFilters=[{"Key": k, "Values": [tags[k]]} for k in ("dmp:env", "dmp:managed-by")])
+        if not found:
+            return None
+        aliased = {a.get("TargetKeyId") for a in ctx.aws.pages("kms", "list_aliases", "Aliases")}
         keys = [ctx.aws.call("kms", "describe_key", KeyId=r["ResourceARN"])["KeyMetadata"] for r in found]
-        keys = [k for k in keys if k.get("KeyState") in ("Enabled", "Disabled")
-                and not ctx.aws.pages("kms", "list_aliases", "Aliases", KeyId=k["KeyId"])]
+        keys = [k for k in keys if k.get("KeyState") in ("Enabled", "Disabled") and k["KeyId"] not in aliased]
         return min(keys, key=lambda k: k["CreationDate"]) if keys else None
 
     def diff(self, name: str, desired: dict, live: Live) -> list[FieldChange]:
