@@ -18,6 +18,7 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import botocore.exceptions
 
@@ -35,6 +36,7 @@ class Crasher:
 
     at: int = 0
     after: bool = False  # True: the call reaches AWS first and its answer is lost
+    when: Callable[[Call], bool] | None = None  # instead of `at`: die at the first call this picks
     mutations: list[str] = field(default_factory=list)
     crashed: str | None = None  # the operation it crashed at
     dead: bool = False
@@ -48,16 +50,20 @@ class Crasher:
         with self._lock:
             if self.dead:
                 raise SimulatedCrash(f"dead: {call.service}.{call.operation} never left the killed process")
-            if not call.mutating:
-                return
-            self.mutations.append(f"{call.service}.{call.operation}")
-            if call.mutation_sequence != self.at:
-                return
+            if self.when is not None:
+                if not self.when(call):
+                    return
+            else:
+                if not call.mutating:
+                    return
+                self.mutations.append(f"{call.service}.{call.operation}")
+                if call.mutation_sequence != self.at:
+                    return
             self.dead = True
             self.crashed = f"{call.service}.{call.operation}"
         if self.after:
             getattr(self.aws.client(call.service), call.operation)(**call.params)
-        raise SimulatedCrash(f"killed at mutating call {self.at}: {self.crashed} ({'after' if self.after else 'before'})")
+        raise SimulatedCrash(f"killed at {self.crashed} ({'after' if self.after else 'before'} the call)")
 
 
 @contextlib.contextmanager

@@ -77,28 +77,14 @@ def test_release_numbers_are_never_written_twice(store):
     assert releases.load(store, 2)["kind"] == "apply"
 
 
-def _killed_at(wanted):
-    """A seam hook killing the process just before the first AWS call `wanted(call)` picks, and every call after."""
-    from crash_support import SimulatedCrash
-
-    dead = []
-
-    def attach(seam):
-        def hook(call):
-            if dead or wanted(call):
-                dead.append(call.operation)
-                raise SimulatedCrash(call.operation)
-        seam.hooks.append(hook)
-    return SimulatedCrash, attach
-
-
 @pytest.mark.parametrize("killed_before, shown, records", [
     ("record", "release", 2),  # the changes were made, nothing recorded them: a new release records the state
     ("index", "index", 2),     # release 2 was written, the index still names release 1: the index is repaired
 ])
 def test_a_run_killed_while_recording_is_shown_by_plan_and_finished_by_apply(
         local_aws, run_cli, store, monkeypatch, killed_before, shown, records):
-    from dmp_deploy import lock as lock_module, session
+    from crash_support import Crasher, SimulatedCrash, hooked
+    from dmp_deploy import lock as lock_module
 
     assert run_cli("apply", "--env", "local").code == 0
 
@@ -106,10 +92,8 @@ def test_a_run_killed_while_recording_is_shown_by_plan_and_finished_by_apply(
         key = call.params.get("Key", "")
         return call.operation == "put_object" and (
             key.startswith("releases/0") if killed_before == "record" else key == releases.INDEX)
-    crash, attach = _killed_at(wanted)
-    with monkeypatch.context() as m:
-        m.setattr(session, "ON_CONNECT", [attach])
-        with pytest.raises(crash):
+    with hooked(monkeypatch, Crasher(when=wanted)):
+        with pytest.raises(SimulatedCrash):
             run_cli("apply", "--env", "local", "--image", "api=t2")
     monkeypatch.setattr(lock_module, "now", lambda: __import__("time").time() + 3600)  # its lease has expired
 
