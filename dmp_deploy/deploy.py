@@ -18,7 +18,6 @@ from dmp_deploy.commands.output import emit_text
 from dmp_deploy.errors import PlanError
 from dmp_deploy.lock import DeployLock
 from dmp_deploy.plan import Plan
-from dmp_deploy.resources import release_record
 from dmp_deploy.session import Environment
 from dmp_deploy.state_store import StateStore
 
@@ -64,9 +63,9 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
         executor.refuse_destroys(locked, allow_destroy)
         done = executor.execute(locked, allow_destroy=allow_destroy, before_each=lock.check)
         outcome.applied = len(done)
-        if all(c.kind == release_record.KIND and c.fields and c.fields[0].path == "index" for c in done):
+        if all(c.kind == releases.RECORD_KIND and c.fields and c.fields[0].path == "index" for c in done):
             # Only the index of a release already recorded was repaired: that release is the current one.
-            outcome.release = locked.live[release_record.KIND][env.config.env].ids["number"]
+            outcome.release = locked.live[releases.RECORD_KIND][env.config.env].ids["number"]
             return outcome
         record = releases.build_record(locked, env.aws.identity, kind=kind, reverted_to=reverted_to)
         outcome.release = releases.write(store, record)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmp_deploy import names, render
+from dmp_deploy import names, placeholders, render
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ConfigError
 
@@ -97,14 +97,12 @@ def template_variables(config: Config, image_tags: dict[str, str], stem: str) ->
         return f"{config.images.registry}/{app}-{container}:{image_tags[app]}"
 
     def efs_id(kind: str, stem: str) -> str:
-        from dmp_deploy.resources import efs  # resolved to the live id when the task definition is registered
-        return efs.id_placeholder(kind, names.family(config, stem))
+        return placeholders.efs_id(kind, names.family(config, stem))  # resolved when the revision is registered
 
     def network_reference(what: str, stem: str | None = None) -> str:
-        from dmp_deploy.resources import state_machine  # resolved to live ids when the machine is written
-        if what == "subnets":
-            return state_machine.SUBNETS_PLACEHOLDER
-        return state_machine.group_placeholder(names.security_group(config, stem))
+        if what == "subnets":  # resolved to live ids when the machine is written
+            return placeholders.SUBNETS
+        return placeholders.security_group(names.security_group(config, stem))
 
     return {
         "env": config.environment,

@@ -18,6 +18,7 @@ from dmp_deploy.errors import UserError
 from dmp_deploy.state_store import StateStore, precondition_failed
 
 PREFIX = "releases/"
+RECORD_KIND = "release_record"  # the resource kind that writes records (resources/release_record.py)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,7 +58,6 @@ def git_commit() -> tuple[str | None, bool]:
 
 
 def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None = None) -> dict:
-    from dmp_deploy.resources import release_record  # the resources import this module
     state = rec.desired
     commit, dirty = git_commit()
     return {
@@ -76,7 +76,7 @@ def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None 
         "changes": [c.as_dict() for c in rec.plan.changes],
         # As the release_record kind computed it when the desired state was built (kinds may add to their
         # desired specs while reading, e.g. mount targets per subnet found): what the next plan compares.
-        "digest": (state.resources.get(release_record.KIND, {}).get(state.config.env) or {}).get("digest"),
+        "digest": (state.resources.get(RECORD_KIND, {}).get(state.config.env) or {}).get("digest"),
     }
 
 

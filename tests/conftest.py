@@ -54,7 +54,7 @@ def moto_server():
     os.environ["MOTO_PORT"] = str(port)  # the state-machine interpreter calls back on this port
     from moto.server import ThreadedMotoServer
 
-    from dmp_deploy import moto_compat
+    from dmp_deploy.local import moto_compat
 
     moto_compat.apply()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -79,7 +79,7 @@ class LocalAws:
 
 
 def _reset_and_seed(endpoint: str):
-    from dmp_deploy import moto_compat
+    from dmp_deploy.local import moto_compat
     from dmp_deploy.config import load_config
     from dmp_deploy.local.seed import seed
     from dmp_deploy.local.server import enable_state_machine_execution

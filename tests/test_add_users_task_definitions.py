@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from dmp_deploy import desired, validation
+from dmp_deploy import placeholders
 from dmp_deploy.config import load_config
 from dmp_deploy.resources import efs
 from dmp_deploy.resources import task_definitions as tds
@@ -171,7 +172,7 @@ def test_a_revision_naming_a_replaced_access_point_is_registered_again_despite_i
     kind = tds.TaskDefinitions()
     document = rendered["add-users"]
     spec = {**tds.canonical_definition(document), "tags": {tds.CONTENT_HASH_TAG: "h"}}
-    replaced = efs.id_placeholder("efs_access_point", efs.replaced_label("dmp-local-add-users", "fsap-1"))
+    replaced = placeholders.efs_id("efs_access_point", efs.replaced_label("dmp-local-add-users", "fsap-1"))
     live_document = json.loads(json.dumps(document).replace(AP, replaced))
     live = tds.Live(spec={**tds.canonical_definition(live_document), "tags": {tds.CONTENT_HASH_TAG: "h"}},
                     ids={"revision": 4})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dmp_deploy import moto_compat
+from dmp_deploy.local import moto_compat
 from dmp_deploy.local.seed import DUMMY_SECRET_PREFIX
 
 ROOT_DIR = Path(__file__).resolve().parent.parent

@@ -9,6 +9,7 @@ import pytest
 
 from dmp_deploy import config as config_module
 from dmp_deploy import desired, executor, planner, session
+from dmp_deploy import placeholders
 from dmp_deploy.config import load_config
 from dmp_deploy.desired import DesiredState
 from dmp_deploy.errors import ApplyError, ConfigError
@@ -183,14 +184,14 @@ def _volume_document(file_system, access_point):
 
 def test_task_definition_volumes_compare_by_name_and_register_with_the_ids_of_this_apply():
     ctx = _labelled_context()
-    fs_placeholder = efs.id_placeholder(efs.FILE_SYSTEM_KIND, FS)
-    ap_placeholder = efs.id_placeholder(efs.ACCESS_POINT_KIND, AP)
+    fs_placeholder = placeholders.efs_id(efs.FILE_SYSTEM_KIND, FS)
+    ap_placeholder = placeholders.efs_id(efs.ACCESS_POINT_KIND, AP)
     wanted = _volume_document(fs_placeholder, ap_placeholder)
 
     live = efs.with_placeholders(ctx, _volume_document("fs-1", "fsap-old"))
     assert live["volumes"][0]["efsVolumeConfiguration"]["fileSystemId"] == fs_placeholder
     old_point = live["volumes"][0]["efsVolumeConfiguration"]["authorizationConfig"]
-    assert old_point == {"accessPointId": efs.id_placeholder(efs.ACCESS_POINT_KIND, "dmp-local-add-users "
+    assert old_point == {"accessPointId": placeholders.efs_id(efs.ACCESS_POINT_KIND, "dmp-local-add-users "
                                                              "[fsap-old: to be replaced]"), "iam": "ENABLED"}
     assert live["volumes"][1] == {"name": "scratch"}
     assert efs.volume_references(live) != efs.volume_references(wanted)  # the access point moves: follow it
@@ -202,7 +203,7 @@ def test_task_definition_volumes_compare_by_name_and_register_with_the_ids_of_th
     assert registered == _volume_document("fs-1", "fsap-new")
     assert wanted == _volume_document(fs_placeholder, ap_placeholder)  # not modified in place
     with pytest.raises(KeyError, match="efs_access_point 'dmp-local-other'"):  # the executor reports it
-        efs.with_ids(ctx, _volume_document("fs-1", efs.id_placeholder(efs.ACCESS_POINT_KIND, "dmp-local-other")))
+        efs.with_ids(ctx, _volume_document("fs-1", placeholders.efs_id(efs.ACCESS_POINT_KIND, "dmp-local-other")))
 
 
 def test_name_and_id_helpers():

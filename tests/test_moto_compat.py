@@ -1,4 +1,4 @@
-"""One test per gap in dmp_deploy/moto_compat.py: each fails loudly if a newer moto changes the behaviour.
+"""One test per gap in dmp_deploy/local/moto_compat.py: each fails loudly if a newer moto changes the behaviour.
 
 Each test checks the behaviour the tool relies on, through the patched embedded AWS; where cheap, it also
 checks that stock moto still has the gap (so the patch can be dropped when moto fixes it).
@@ -6,7 +6,7 @@ checks that stock moto still has the gap (so the patch can be dropped when moto 
 
 import pytest
 
-from dmp_deploy import moto_compat
+from dmp_deploy.local import moto_compat
 
 
 def test_every_gap_is_applied_in_the_test_server(moto_server):

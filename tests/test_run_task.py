@@ -2,7 +2,7 @@
 
 import pytest
 
-from dmp_deploy import moto_compat
+from dmp_deploy.local import moto_compat
 from dmp_deploy.commands.run_task import exit_code, main_container, runs_as
 from dmp_deploy.errors import UserError
 

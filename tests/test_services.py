@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from dmp_deploy import moto_compat, names
+from dmp_deploy import names
+from dmp_deploy.local import moto_compat
 from dmp_deploy.apps import APPS
 from dmp_deploy.config import load_config
 from dmp_deploy.resources.services import desired_spec, live_spec, security_group_names

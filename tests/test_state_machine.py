@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dmp_deploy import desired
+from dmp_deploy import placeholders
 from dmp_deploy.config import load_config
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import all_kinds, event_rule
@@ -15,7 +16,7 @@ from dmp_deploy.resources import state_machine as sm
 
 SUBNETS = ["subnet-b", "subnet-a"]
 GROUPS = {"sg-1": "dmp-local-add-users", "sg-2": "dmp-local-efs-clients"}
-P = sm.SUBNETS_PLACEHOLDER
+P = placeholders.SUBNETS
 
 
 def task(subnets, groups) -> dict:
@@ -25,7 +26,7 @@ def task(subnets, groups) -> dict:
 
 @pytest.mark.parametrize("live, expected", [
     (task(["subnet-a", "subnet-b"], ["sg-1", "sg-2"]),
-     task(P, [sm.group_placeholder("dmp-local-add-users"), sm.group_placeholder("dmp-local-efs-clients")])),
+     task(P, [placeholders.security_group("dmp-local-add-users"), placeholders.security_group("dmp-local-efs-clients")])),
     # Another subnet set, or a group that is not ours (or is being replaced), stays as it is: a difference.
     (task(["subnet-a"], ["sg-9"]), task(["subnet-a"], ["sg-9"])),
     # Only AwsvpcConfiguration is touched.
@@ -37,7 +38,7 @@ def test_live_network_ids_read_back_as_placeholders(live, expected):
 
 
 def test_placeholders_become_ids_when_written():
-    declared = {"States": {"T": task(P, [sm.group_placeholder("dmp-local-add-users"), "sg-external"])}}
+    declared = {"States": {"T": task(P, [placeholders.security_group("dmp-local-add-users"), "sg-external"])}}
     written = sm.with_network_ids(declared, SUBNETS, {"dmp-local-add-users": "sg-1"}.__getitem__)
     assert written == {"States": {"T": task(["subnet-a", "subnet-b"], ["sg-1", "sg-external"])}}
     back = sm.with_network_placeholders(written, SUBNETS, {"sg-1": "dmp-local-add-users"})
@@ -137,8 +138,8 @@ def test_tasks_get_only_names_from_the_event_and_their_network_by_placeholder(as
                                     ("RemoveEfsFile", "cleaner", ["add-users-copier", "efs-clients"])]:
         parameters = asl["States"][name]["Parameters"]
         network = parameters["NetworkConfiguration"]["AwsvpcConfiguration"]
-        assert network == {"Subnets": sm.SUBNETS_PLACEHOLDER, "AssignPublicIp": "DISABLED",
-                           "SecurityGroups": [sm.group_placeholder(f"dmp-local-{g}") for g in groups]}
+        assert network == {"Subnets": placeholders.SUBNETS, "AssignPublicIp": "DISABLED",
+                           "SecurityGroups": [placeholders.security_group(f"dmp-local-{g}") for g in groups]}
         (override,) = parameters["Overrides"]["ContainerOverrides"]
         assert override["Name"] == container
         values = {e["Name"]: e["Value.$"] for e in override["Environment"]}

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MOTO_PORT"] = str(args.port)
     from moto.server import ThreadedMotoServer
 
-    from dmp_deploy import moto_compat
+    from dmp_deploy.local import moto_compat
     from dmp_deploy.config import load_config
     from dmp_deploy.local.seed import seed
 

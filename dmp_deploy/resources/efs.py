@@ -46,7 +46,6 @@ task_definition kind resolves with `with_ids` and reads back with `with_placehol
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from dmp_deploy import canonical, lookups, names
+from dmp_deploy import canonical, lookups, names, placeholders
 from dmp_deploy import diff as diffing
 from dmp_deploy.aws import error_code
 from dmp_deploy.errors import ApplyError
@@ -141,13 +140,6 @@ def duplicate_name(name: str, resource_id: str) -> str:
 # placeholders (`with_placeholders`): the label of a resource about to be replaced differs from its name, so a task
 # definition naming it is planned to follow in the same apply.
 
-_ID_PLACEHOLDER = re.compile(r"^<id of (efs_file_system|efs_access_point) (.+)>$")
-
-
-def id_placeholder(kind: str, name: str) -> str:
-    return f"<id of {kind} {name}>"
-
-
 def _map_volume_ids(document: dict, file_system: Callable[[str], str], access_point: Callable[[str], str]) -> dict:
     """`document` with each EFS volume's fileSystemId and accessPointId mapped; nothing else touched."""
     if not document.get("volumes"):
@@ -177,10 +169,10 @@ def volume_references(document: dict) -> list[str]:
 def with_ids(ctx: Context, document: dict) -> dict:
     """A task definition with every EFS placeholder replaced by the live id (at apply time)."""
     def resolve(value: str) -> str:
-        match = _ID_PLACEHOLDER.match(value)
-        if not match:
+        parsed = placeholders.parse_efs_id(value)
+        if not parsed:
             return value
-        kind, name = match.groups()
+        kind, name = parsed
         return file_system_id(ctx, name) if kind == FILE_SYSTEM_KIND else access_point_id(ctx, name)
     return _map_volume_ids(document, resolve, resolve)
 
@@ -189,11 +181,11 @@ def with_placeholders(ctx: Context, document: dict) -> dict:
     """A live task definition with our EFS ids written back as placeholders (ids not ours stay ids)."""
     def file_system(fs_id: str) -> str:
         label = file_system_name_for_id(ctx, fs_id)
-        return fs_id if label == fs_id else id_placeholder(FILE_SYSTEM_KIND, label)
+        return fs_id if label == fs_id else placeholders.efs_id(FILE_SYSTEM_KIND, label)
 
     def access_point(fsap_id: str) -> str:
         label = access_point_name_for_id(ctx, fsap_id)
-        return fsap_id if label == fsap_id else id_placeholder(ACCESS_POINT_KIND, label)
+        return fsap_id if label == fsap_id else placeholders.efs_id(ACCESS_POINT_KIND, label)
     return _map_volume_ids(document, file_system, access_point)
 
 

@@ -27,7 +27,7 @@ from dmp_deploy.aws import error_code
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 
-KIND = "release_record"
+KIND = releases.RECORD_KIND
 
 
 def digest(resources: dict) -> str:

@@ -12,8 +12,8 @@ spec:
       "tags": {...},
     }
 
-The ECS tasks' network settings are only known in AWS: the ASL names them by placeholder (`SUBNETS_PLACEHOLDER`
-for the subnets config's network.subnets resolves to, `group_placeholder(name)` for our security groups), and the
+The ECS tasks' network settings are only known in AWS: the ASL names them by placeholder (`placeholders.SUBNETS`
+for the subnets config's network.subnets resolves to, `placeholders.security_group(name)` for our security groups), and the
 machine is written with the live ids and read back with the placeholders (`with_network_ids`,
 `with_network_placeholders`), so a replaced group or a changed subnet lookup is a change to the definition.
 
@@ -47,23 +47,18 @@ from dmp_deploy.aws import error_code
 from dmp_deploy.errors import ApplyError
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import add_users_access
+from dmp_deploy import placeholders
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 from dmp_deploy.resources.security_groups import GROUP_KIND, read_groups
 
 KIND = "state_machine"
 ALIAS_KIND = "state_machine_alias"
 MACHINE_TYPE = "STANDARD"
-SUBNETS_PLACEHOLDER = "<ids of network.subnets>"
-_GROUP_PREFIX = "<id of security_group "
 DECLARED_VERSION = "<the version holding the declared definition, role and logging>"
 CONTENT_FIELDS = ("definition", "role_arn", "logging")  # what a version snapshots
 ROLE_PROPAGATION_SECONDS = 90  # a new role may be refused by Step Functions for a while
 DELETED_TIMEOUT_SECONDS = 300
 POLL_SECONDS = 2
-
-
-def group_placeholder(group_name: str) -> str:
-    return f"{_GROUP_PREFIX}{group_name}>"
 
 
 def machine_name(config, stem: str) -> str:
@@ -105,22 +100,21 @@ def _map_network(definition: Any, subnets: Callable[[list], Any], group: Callabl
 def with_network_ids(definition: dict, subnet_ids: list[str], group_id: Callable[[str], str]) -> dict:
     """The definition as written to AWS: placeholders replaced by the subnet ids and group ids."""
     def subnets(value):
-        return sorted(subnet_ids) if value == SUBNETS_PLACEHOLDER else value
+        return sorted(subnet_ids) if value == placeholders.SUBNETS else value
 
     def group(value: str) -> str:
-        if value.startswith(_GROUP_PREFIX) and value.endswith(">"):
-            return group_id(value[len(_GROUP_PREFIX):-1])
-        return value
+        name = placeholders.parse_security_group(value)
+        return group_id(name) if name is not None else value
     return _map_network(definition, subnets, group)
 
 
 def with_network_placeholders(definition: dict, subnet_ids: list[str], group_names: dict[str, str]) -> dict:
     """A live definition in canonical form: the configured subnets and our groups' ids back as placeholders."""
     def subnets(value):
-        return SUBNETS_PLACEHOLDER if isinstance(value, list) and sorted(value) == sorted(subnet_ids) else value
+        return placeholders.SUBNETS if isinstance(value, list) and sorted(value) == sorted(subnet_ids) else value
 
     def group(value: str) -> str:
-        return group_placeholder(group_names[value]) if value in group_names else value
+        return placeholders.security_group(group_names[value]) if value in group_names else value
     return _map_network(definition, subnets, group)
 
 
