@@ -7,7 +7,9 @@ rendered line. Templates whose file name starts with `_` are macros and includes
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -26,14 +28,33 @@ class TemplateFunctionError(Exception):
 
 
 def environment(directory: Path) -> jinja2.Environment:
+    """The Jinja environment of a template directory, one per process: compiled templates are kept in memory
+    (Jinja re-reads a file whose mtime changed) and, across processes, in a bytecode cache keyed by each
+    template's source checksum, so only a template that changed is compiled again."""
+    return _environment(str(Path(directory).resolve()))
+
+
+@functools.lru_cache(maxsize=None)
+def _environment(directory: str) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(directory)),
+        loader=jinja2.FileSystemLoader(directory),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        bytecode_cache=_bytecode_cache(),
     )
     env.filters["tojson"] = _tojson
     return env
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Jinja's file cache in $DMP_CACHE_DIR (default .dmp-cache/ in the repository root); none if unwritable."""
+    directory = Path(os.environ.get("DMP_CACHE_DIR") or ROOT / ".dmp-cache") / "jinja"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(directory))
 
 
 def _tojson(value: Any) -> str:

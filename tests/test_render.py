@@ -92,3 +92,26 @@ def test_shipped_templates_render_and_validate(env, run_cli):
     result = run_cli("validate", "--env", env)
     assert result.code == 0, result.stderr
     assert result.stdout.startswith(f"{env}: valid")
+
+
+def test_compiled_templates_are_cached_but_an_edited_template_renders_anew(tmp_path, monkeypatch):
+    import os
+
+    from dmp_deploy import render
+
+    monkeypatch.setenv("DMP_CACHE_DIR", str(tmp_path / "cache"))
+    render._environment.cache_clear()
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    template = directory / "doc.json.j2"
+    template.write_text('{"value": {{ value | tojson }}}')
+    env = render.environment(directory)
+    assert render.render_json(env, "doc.json.j2", {"value": 1}, directory) == {"value": 1}
+    assert render.environment(directory) is env  # one environment per directory and process
+    assert list((tmp_path / "cache" / "jinja").iterdir())  # compiled code kept for the next process
+
+    template.write_text('{"other": {{ value | tojson }}}')
+    stat = template.stat()
+    os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert render.render_json(render.environment(directory), "doc.json.j2", {"value": 2}, directory) == {"other": 2}
+    render._environment.cache_clear()
