@@ -8,6 +8,7 @@ from typing import Callable
 import structlog
 
 from dmp_deploy import desired as desired_state
+from dmp_deploy import validation
 from dmp_deploy.aws import Aws
 from dmp_deploy.config import Config, load_config
 from dmp_deploy.errors import UserError
@@ -63,12 +64,17 @@ def connect(config: Config, read_only: bool = False) -> Aws:
 
 
 def open_environment(env: str, image_overrides: list[str] | None = None, read_only: bool = False,
-                     aws: Aws | None = None) -> Environment:
-    """Load and validate everything locally first (no AWS call), then connect."""
+                     aws: Aws | None = None, check: bool = False) -> Environment:
+    """Load and validate everything locally first (no AWS call), then connect.
+
+    `check`: also run validation.check (what `validate` checks: placeholders, public URLs, the rendered
+    documents) before connecting, so that plan, apply and run-task refuse a bad config without any AWS call."""
     config = load_config(env)
     kinds = all_kinds()
     overrides = desired_state.parse_image_overrides(image_overrides or [], config)
     state = desired_state.build(config, kinds, overrides)
+    if check:
+        validation.check(state)
     return attach(config, kinds, state, aws or connect(config, read_only=read_only), read_only)
 
 

@@ -182,9 +182,19 @@ def test_task_roles_one_per_template_with_least_privilege():
     admin = {x["Sid"]: x for x in roles["dmp-local-admin-frontend-task"]["inline_policies"][TASK_POLICY]["Statement"]}
     assert f"arn:aws:s3:::{s['reports_bucket']}/*" in admin["BucketObjects"]["Resource"]
     assert f"arn:aws:s3:::{s['submissions_bucket']}/*" not in admin["BucketObjects"]["Resource"]
-    (publish,) = roles["dmp-local-antivirus-api-task"]["inline_policies"][TASK_POLICY]["Statement"]
+    antivirus = {x["Sid"]: x for x in roles["dmp-local-antivirus-api-task"]["inline_policies"][TASK_POLICY]["Statement"]}
+    assert set(antivirus) == {"ScanObjectVersions", "PublishCallbacks"}  # no list, put, delete or ACL
+    publish = antivirus["PublishCallbacks"]
     assert publish["Action"] == "sns:Publish"
     assert publish["Resource"] == f"arn:aws:sns:eu-west-2:{ACCOUNT}:{s['callback_topic_name']}"
+    # Every call in its app/s3.py passes a VersionId: the *Version* actions authorise them (GetObject and HeadObject
+    # need s3:GetObjectVersion only; the tagging calls need both actions).
+    scan = antivirus["ScanObjectVersions"]
+    assert scan["Action"] == sorted(["s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging",
+                                     "s3:PutObjectTagging", "s3:PutObjectVersionTagging"])
+    assert scan["Resource"] == sorted(
+        f"arn:aws:s3:::{s[k]}/*" for k in ("agreements_bucket", "communications_bucket", "documents_bucket",
+                                           "submissions_bucket"))
 
 
 def test_execute_command_adds_the_ecs_exec_channels():

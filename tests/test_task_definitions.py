@@ -18,6 +18,7 @@ from dmp_deploy.resources.base import Live
 from dmp_deploy.resources.task_definitions import (CONTENT_HASH_TAG, TaskDefinitions, canonical_definition,
                                                    content_changes, content_hash, revisions_to_prune)
 from dmp_deploy.session import render_only
+from filled_config import filled_config_dir
 
 ENVS = ("local", "staging", "production")
 ONE_OFF = ("db-migration",)
@@ -35,10 +36,16 @@ EXPECTED = {
     "search-api": ({"ELASTICSEARCH_HOST"}, {"DM_SEARCH_API_AUTH_TOKENS"}),
     "antivirus-api": ({"DM_DEVELOPER_VIRUS_ALERT_EMAIL", "DM_CALLBACK_TOPIC_NAME"},
                       {"DM_ANTIVIRUS_API_AUTH_TOKENS", "DM_ANTIVIRUS_API_CALLBACK_AUTH_TOKENS", "DM_NOTIFY_API_KEY"}),
-    "buyer-frontend": (FRONTEND_ENV | {"DM_SEARCH_API_URL"}, FRONTEND_SECRETS | {"DM_SEARCH_API_AUTH_TOKEN"}),
+    "buyer-frontend": (FRONTEND_ENV | {"DM_SEARCH_API_URL", "DM_PATCH_FRONTEND_URL"},
+                       FRONTEND_SECRETS | {"DM_SEARCH_API_AUTH_TOKEN"}),
+    # supplier-frontend's config.py also reads the Mailchimp user and list, D&B's user (its key: a secret) and the
+    # clarification-question address (dmp-reference.md section 7).
     "supplier-frontend": (FRONTEND_ENV | {"DM_AGREEMENTS_BUCKET", "DM_COMMUNICATIONS_BUCKET", "DM_DOCUMENTS_BUCKET",
-                                          "DM_SUBMISSIONS_BUCKET", "DM_ASSETS_URL"},
-                          FRONTEND_SECRETS | {"DM_NOTIFY_API_KEY", "DM_MAILCHIMP_API_KEY", "DM_DNB_API_PASSWORD"}),
+                                          "DM_SUBMISSIONS_BUCKET", "DM_ASSETS_URL", "DM_MAILCHIMP_USERNAME",
+                                          "DM_MAILCHIMP_OPEN_FRAMEWORK_NOTIFICATION_MAILING_LIST_ID",
+                                          "DM_CLARIFICATION_QUESTION_EMAIL"},
+                          FRONTEND_SECRETS | {"DM_NOTIFY_API_KEY", "DM_MAILCHIMP_API_KEY", "DM_DNB_API_USERNAME",
+                                              "DM_DNB_API_PASSWORD"}),
     "admin-frontend": (FRONTEND_ENV | {"DM_AGREEMENTS_BUCKET", "DM_COMMUNICATIONS_BUCKET", "DM_REPORTS_BUCKET",
                                        "DM_S3_DOCUMENT_BUCKET", "DM_ASSETS_URL"},
                        FRONTEND_SECRETS | {"DM_NOTIFY_API_KEY"}),
@@ -72,12 +79,13 @@ def rendered(request):
 def test_every_app_and_one_off_task_has_a_template_that_passes_parameter_validation(rendered):
     env, state = rendered
     assert MINE <= set(state.task_definitions)
-    validation.check(state)  # botocore's RegisterTaskDefinition input shape
+    validation.check_documents(state)  # botocore's RegisterTaskDefinition input shape
     assert set(state.resources[KIND]) == {d["family"] for d in state.task_definitions.values()}
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_validate_command_exits_0(run_cli, env):
+def test_validate_command_exits_0(run_cli, env, tmp_path, monkeypatch):
+    filled_config_dir(tmp_path / "config", monkeypatch)  # staging and production as an operator fills them in
     result = run_cli("validate", "--env", env)
     assert result.code == 0, result.stderr
 
@@ -129,8 +137,10 @@ def test_two_container_apps(rendered, stem):
     assert c["wsgi"]["image"].rsplit("/", 1)[1].startswith(f"{stem}-wsgi:")
     wsgi_env = env_of(c["wsgi"])
     assert wsgi_env["DM_ENVIRONMENT"] == "native-aws" and wsgi_env["DM_APP_NAME"] == stem
+    # gds_metrics serves on PROMETHEUS_METRICS_PATH; the router denies exactly the paths ending in /_metrics.
+    assert wsgi_env["PROMETHEUS_METRICS_PATH"] == "/_metrics"
     expected_env, expected_secrets = EXPECTED[stem]
-    assert set(wsgi_env) - {"DM_ENVIRONMENT", "DM_APP_NAME"} == expected_env
+    assert set(wsgi_env) - {"DM_ENVIRONMENT", "DM_APP_NAME", "PROMETHEUS_METRICS_PATH"} == expected_env
     assert set(secrets_of(c["wsgi"])) == expected_secrets
     assert "secrets" not in c["http"], "nginx needs no secret"
 

@@ -8,7 +8,7 @@ import sys
 
 import structlog
 
-from dmp_deploy import preflight, session, validation
+from dmp_deploy import preflight, session
 from dmp_deploy.commands.output import add_env, add_images, add_json, emit_json, emit_text
 from dmp_deploy.deploy import deploy
 from dmp_deploy.errors import UserError
@@ -37,8 +37,7 @@ def confirmer(args, env):
 
 
 def run(args) -> int:
-    env = session.open_environment(args.env, args.image)
-    validation.check(env.ctx.desired)
+    env = session.open_environment(args.env, args.image, check=True)
     if args.image and env.config.environment.embedded_aws:
         # Locally there is no CI to push the build `--image` names: push it into the embedded ECR, as CI would.
         from dmp_deploy.local.seed import seed_images

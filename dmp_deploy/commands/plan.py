@@ -3,7 +3,7 @@
 Runs through a read-only AWS seam: a mutating call is refused, so plan can never change anything.
 """
 
-from dmp_deploy import planner, session, validation
+from dmp_deploy import planner, session
 from dmp_deploy.commands.output import add_env, add_images, add_json, emit_json, emit_text
 
 NO_CHANGES, CHANGES_PENDING = 0, 2
@@ -20,8 +20,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    env = session.open_environment(args.env, args.image, read_only=True)
-    validation.check(env.ctx.desired)
+    env = session.open_environment(args.env, args.image, read_only=True, check=True)
     rec = planner.build_plan(env.ctx, env.kinds)
     if args.json:
         emit_json({**rec.plan.as_dict(), "calls": env.aws.stats.as_dict()})

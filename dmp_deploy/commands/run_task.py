@@ -21,7 +21,7 @@ import time
 
 import structlog
 
-from dmp_deploy import names, planner, preflight, session, validation
+from dmp_deploy import names, planner, preflight, session
 from dmp_deploy.apps import APPS
 from dmp_deploy.commands.output import add_env, add_json, emit_json, emit_text
 from dmp_deploy.errors import PlanError, UserError
@@ -97,8 +97,7 @@ def exit_code(task: dict, main: str) -> tuple[int | None, str]:
 
 def run(args) -> int:
     app = runs_as(args.name)
-    env = session.open_environment(args.env)
-    validation.check(env.ctx.desired)
+    env = session.open_environment(args.env, check=True)
     ctx, config = env.ctx, env.config
     if args.name not in ctx.desired.task_definitions:
         raise UserError(f"run-task {args.name}: there is no task_definitions/{args.name}.json.j2")

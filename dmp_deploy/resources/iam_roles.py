@@ -56,6 +56,14 @@ ECR_IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a
 # delete and move-out-of-the-way copy and delete objects, get_signed_url() reads them.
 S3_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:PutObjectAcl", "s3:DeleteObject")
 S3_BUCKET_ACTIONS = ("s3:ListBucket",)
+# antivirus-api scans an uploaded object version and tags it with the result (its app/s3.py, reached from
+# app/callbacks/views/sns.py and app/main/views/scan.py): HeadObject and GetObject, GetObjectTagging twice and
+# PutObjectTagging, every call with a VersionId. With a VersionId, S3 authorises GetObject and HeadObject by
+# s3:GetObjectVersion alone ("the s3:GetObject permission is not required in this scenario"), and the tagging
+# calls by s3:GetObjectTagging plus s3:GetObjectVersionTagging and s3:PutObjectTagging plus
+# s3:PutObjectVersionTagging (S3 API reference, GetObject, GetObjectTagging and PutObjectTagging).
+S3_SCAN_ACTIONS = ("s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging",
+                   "s3:PutObjectTagging", "s3:PutObjectVersionTagging")
 # What the ECS Exec agent in the task needs to open its Session Manager channels.
 ECS_EXEC_ACTIONS = ("ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
                     "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel")
@@ -66,6 +74,7 @@ class AppAccess:
     """What an app's own code does with AWS. Values are keys of the config's [settings] table."""
 
     buckets: tuple[str, ...] = ()  # S3 buckets whose objects it reads and writes
+    scanned_buckets: tuple[str, ...] = ()  # S3 buckets whose object versions it scans and tags (S3_SCAN_ACTIONS)
     topics: tuple[str, ...] = ()  # SNS topics (by name) it publishes to
 
 
@@ -75,7 +84,11 @@ APP_ACCESS = {
                                             "submissions_bucket")),
     "admin-frontend": AppAccess(buckets=("agreements_bucket", "communications_bucket", "reports_bucket",
                                          "documents_bucket")),
-    "antivirus-api": AppAccess(topics=("callback_topic_name",)),
+    # The buckets whose uploads notify antivirus-api (the old platform's antivirus-sns module: agreements,
+    # communications, documents, submissions).
+    "antivirus-api": AppAccess(scanned_buckets=("agreements_bucket", "communications_bucket", "documents_bucket",
+                                                "submissions_bucket"),
+                               topics=("callback_topic_name",)),
 }
 
 
@@ -190,6 +203,7 @@ def _setting(config, key: str, stem: str) -> str:
 def app_access_policy(config, stem: str) -> dict | None:
     access = APP_ACCESS.get(stem, AppAccess())
     buckets = sorted({_setting(config, key, stem) for key in access.buckets})
+    scanned = sorted({_setting(config, key, stem) for key in access.scanned_buckets})
     env = config.environment
     topics = sorted({f"arn:aws:sns:{env.region}:{env.account_id}:{_setting(config, key, stem)}"
                      for key in access.topics})
@@ -198,6 +212,8 @@ def app_access_policy(config, stem: str) -> dict | None:
          "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]},
         {"Sid": "ListBuckets", "Effect": "Allow", "Action": list(S3_BUCKET_ACTIONS),
          "Resource": [f"arn:aws:s3:::{b}" for b in buckets]},
+        {"Sid": "ScanObjectVersions", "Effect": "Allow", "Action": list(S3_SCAN_ACTIONS),
+         "Resource": [f"arn:aws:s3:::{b}/*" for b in scanned]},
         {"Sid": "PublishCallbacks", "Effect": "Allow", "Action": "sns:Publish", "Resource": topics},
     ])
 
