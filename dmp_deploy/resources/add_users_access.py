@@ -9,7 +9,8 @@ state_machine kind calls it from its desired(), so the roles exist exactly when 
     families on the cluster, pass exactly their task roles and the execution role to ECS tasks, follow and stop
     those tasks, the managed rule `.sync` uses, delete objects (and versions) under the upload prefix only, and
     deliver execution logs (those log-delivery actions take no resource).
-  - `<prefix>-add-users-trigger`, assumed by EventBridge: start executions of the `live` alias only.
+  - `<prefix>-add-users-trigger`, assumed by EventBridge: start executions of the `live` alias only (the
+    unqualified machine ARN with `states:StateMachineQualifier = live`: how Step Functions authorises aliases).
   - the copier's task role: read objects under the upload prefix and decrypt them with the bucket key, through
     S3 only. The add-users and cleaner tasks need no AWS API: the file system policy (efs.py) lets them mount.
   - the operative (`add_users.operative_access`): a role the account's principals may assume ("role"; trusted
@@ -122,8 +123,11 @@ def states_policy(config) -> dict:
 
 
 def trigger_policy(config) -> dict:
+    """Step Functions authorises a start through an alias against the UNQUALIFIED machine ARN; the alias is
+    the `states:StateMachineQualifier` condition key (AWS: "Authorization for versions and aliases")."""
     return policy([{"Sid": "StartTheLiveWorkflow", "Effect": "Allow", "Action": "states:StartExecution",
-                    "Resource": alias_arn(config)}])
+                    "Resource": machine_arn(config),
+                    "Condition": {"StringEquals": {"states:StateMachineQualifier": ALIAS}}}])
 
 
 def copier_policy(config) -> dict:
