@@ -158,6 +158,11 @@ class AddUsers:
     max_file_bytes: int = 1_048_576
     api_internal_url: str = "http://api.internal:8080"
     task_timeout_seconds: int = 900
+    # What adds the users in the api image: "bundled", the tool's add-users program shipped in the task
+    # definition (dmp_deploy/container/add_users_program.py; the api image does not contain
+    # scripts/add_users.py), or "api_script", that script, for an api image that ships it (after the same
+    # checks, its output redacted by the program).
+    program: Literal["bundled", "api_script"] = "bundled"
     # The EFS file system the tasks share the uploaded file through (dmp_deploy/resources/efs.py).
     efs_kms_key_arn: str | None = None  # none: the add-users key (kms_key_arn, or the one the tool owns)
     access_point_path: str = "/add-users"  # the access point's root directory, created with mode 0700
