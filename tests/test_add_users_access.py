@@ -70,7 +70,8 @@ def test_the_trigger_role_starts_only_the_live_alias():
 
 def test_the_copier_reads_uploads_and_decrypts_them_through_s3_only():
     assert statements(add_users_access.copier_policy(local())) == {
-        "ReadTheUploads": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/uploads/*"},
+        "ReadTheUploads": {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                           "Resource": f"arn:aws:s3:::{BUCKET}/uploads/*"},
         "DecryptTheUploads": {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY,
                               "Condition": {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}}},
     }

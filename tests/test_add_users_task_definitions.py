@@ -3,9 +3,12 @@ cleaner run (exercised for real with sh on a fake `aws`), and how their EFS ids 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,8 +102,39 @@ def test_the_copier_copies_the_object_to_the_named_file_and_the_cleaner_removes_
     assert (tmp_path / "aws.log").read_text().splitlines() == [  # one argument each, spaces and all
         "s3", "cp", "--only-show-errors", "--no-progress", "s3://b/uploads/x y.jsonl", f"{mount}/exec-1"]
     assert oct((mount / "exec-1").stat().st_mode & 0o777) == "0o600"
-    assert run("add-users-cleaner").returncode == 0
-    assert not (mount / "exec-1").exists()
+    assert time.time() - (mount / "exec-1").stat().st_mtime < 60  # its age counts from the copy
+
+    env["UPLOAD_VERSION"] = "v 2"  # the event names a version: exactly that one is fetched
+    assert run("add-users-copier").returncode == 0
+    assert (tmp_path / "aws.log").read_text().splitlines() == [
+        "s3api", "get-object", "--bucket", "b", "--key", "uploads/x y.jsonl", "--version-id", "v 2",
+        f"{mount}/exec-1"]
+
+    # The cleaner removes its file, and any file older than the longest task timeout (+10 min): left over by a
+    # run whose own cleanup failed. A younger file may still be in use and stays.
+    stale, recent = mount / "exec-0-old", mount / "exec-2-running"
+    for path, age_minutes in ((stale, 26), (recent, 20)):
+        path.write_text("x")
+        os.utime(path, (time.time() - age_minutes * 60,) * 2)
+    cleaned = run("add-users-cleaner")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (mount / "exec-1").exists() and not stale.exists() and recent.exists()
+    assert "exec-0-old" in cleaned.stdout
+
+
+def test_the_cleaners_sweep_follows_the_longest_task_timeout(rendered):
+    assert "-mmin +25 " in container(rendered["add-users-cleaner"])["command"][0]  # (900 s + 600 s) / 60
+    config = load_config("local")
+    longer = dataclasses.replace(config, add_users=dataclasses.replace(config.add_users, task_timeout_seconds=3600))
+    documents = desired.render_task_definitions(longer, {a: c.image_tag for a, c in longer.apps.items()})
+    assert "-mmin +70 " in container(documents["add-users-cleaner"])["command"][0]
+
+
+def test_a_failing_cleanup_exits_non_zero(rendered, tmp_path):
+    command = container(rendered["add-users-cleaner"])["command"][0].replace("/mnt/add-users", str(tmp_path / "no"))
+    run = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "USERS_FILE": "exec-1"})
+    assert run.returncode != 0  # the sweep cannot read the directory: the state machine retries, then reports
 
 
 # --- EFS ids: placeholders in templates, live ids in AWS ---------------------------------------------------------

@@ -11,7 +11,7 @@ state_machine kind calls it from its desired(), so the roles exist exactly when 
     deliver execution logs (those log-delivery actions take no resource).
   - `<prefix>-add-users-trigger`, assumed by EventBridge: start executions of the `live` alias only (the
     unqualified machine ARN with `states:StateMachineQualifier = live`: how Step Functions authorises aliases).
-  - the copier's task role: read objects under the upload prefix and decrypt them with the bucket key, through
+  - the copier's task role: read objects (and their versions) under the upload prefix and decrypt them with the bucket key, through
     S3 only. The add-users and cleaner tasks need no AWS API: the file system policy (efs.py) lets them mount.
   - the operative (`add_users.operative_access`): a role the account's principals may assume ("role"; trusted
     by the account root, with MFA unless `operative_requires_mfa` is false), or a managed policy for the
@@ -133,7 +133,9 @@ def trigger_policy(config) -> dict:
 def copier_policy(config) -> dict:
     key = bucket_key_arn(config)
     return policy([
-        {"Sid": "ReadTheUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": upload_objects_arn(config)},
+        # GetObjectVersion: the copier fetches the exact version the upload's event names.
+        {"Sid": "ReadTheUploads", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": upload_objects_arn(config)},
         {"Sid": "DecryptTheUploads", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key,
          "Condition": {"StringEquals": {"kms:ViaService": f"s3.{config.environment.region}.amazonaws.com"}}},
     ])
