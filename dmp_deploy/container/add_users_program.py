@@ -109,7 +109,7 @@ def check(path: Path, max_bytes: int, say) -> users_file.UsersFile | None:
         return checked
     for problem in checked.problems:
         say(problem.render("the users file"))
-    say(f"The users file has {len(checked.problems)} problem(s): no user was added. Fix the file and upload it "
+    say(f"The users file has {checked.problem_count} problem(s): no user was added. Fix the file and upload it "
         f"again (python run.py add-users checks it before uploading).")
     return None
 
