@@ -350,3 +350,9 @@ def test_a_shared_module_must_be_standard_library_only(tmp_path, monkeypatch):
     (tmp_path / "helper.py").write_text("from dmp_deploy import names\n")
     with pytest.raises(container.BundleError, match="may not import other dmp_deploy modules"):
         container.bundle("prog")
+
+
+def test_the_token_is_redacted_too_should_the_api_echo_it(tmp_path):
+    refusal = Refused(401, f"bad token {TOKEN}")
+    status, out, _ = run(write(tmp_path, user(1)), FakeClient({"user1@example.gov.uk": refusal}))
+    assert status == 1 and TOKEN not in out and "status 401: bad token [redacted]" in out

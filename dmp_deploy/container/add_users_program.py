@@ -194,7 +194,8 @@ def main(environ=None, client_factory=None, out=None) -> int:
         checked = check(path, max_bytes, say)
         if checked is None:
             return 1
-        redact = Redactor([u["password"] for u in checked.users])
+        # The api token too: nothing should echo it, but nothing it reaches is printed either.
+        redact = Redactor([u["password"] for u in checked.users] + [token])
         say(f"The users file holds {len(checked.users)} valid user(s).")
         if program == "api_script":
             return run_api_script(checked, url, token, say, redact)
