@@ -147,6 +147,12 @@ class Images:
     clamav_image: str = "clamav/clamav:1.4"  # antivirus-api's clamd sidecar (ClamAV's own image, or a mirror)
 
 
+# Bounds of add_users settings: the add-users task (512 MiB of memory) holds the whole file, parsed; a Step
+# Functions standard execution, and so any task timeout in it, lasts at most one year.
+MAX_USERS_FILE_BYTES = 64 * 1024 * 1024
+MAX_TASK_TIMEOUT_SECONDS = 365 * 24 * 60 * 60
+
+
 @dataclass(frozen=True)
 class AddUsers:
     bucket_name: str
@@ -158,6 +164,11 @@ class AddUsers:
     max_file_bytes: int = 1_048_576
     api_internal_url: str = "http://api.internal:8080"
     task_timeout_seconds: int = 900
+    # What adds the users in the api image: "bundled", the tool's add-users program shipped in the task
+    # definition (dmp_deploy/container/add_users_program.py; the api image does not contain
+    # scripts/add_users.py), or "api_script", that script, for an api image that ships it (after the same
+    # checks, its output redacted by the program).
+    program: Literal["bundled", "api_script"] = "bundled"
     # The EFS file system the tasks share the uploaded file through (dmp_deploy/resources/efs.py).
     efs_kms_key_arn: str | None = None  # none: the add-users key (kms_key_arn, or the one the tool owns)
     access_point_path: str = "/add-users"  # the access point's root directory, created with mode 0700
@@ -176,6 +187,9 @@ class AddUsers:
     def check(self):
         if not self.upload_prefix.endswith("/") or self.upload_prefix.startswith("/"):
             return [("upload_prefix", "must end with '/' and not start with one, e.g. 'uploads/'")]
+        if "*" in self.upload_prefix or "?" in self.upload_prefix:
+            # it becomes an IAM resource (`<bucket>/<prefix>*`), where they are wildcards
+            return [("upload_prefix", "must not contain '*' or '?' (IAM policies read them as wildcards)")]
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket_name or ""):
             return [("bucket_name", "is not a valid S3 bucket name")]
         problems = []
@@ -189,6 +203,13 @@ class AddUsers:
         for key in ("posix_uid", "posix_gid"):
             if not 1 <= getattr(self, key) <= 4_294_967_295:
                 problems.append((key, "must be a POSIX id from 1 to 4294967295 (never root)"))
+        if not 1 <= self.max_file_bytes <= MAX_USERS_FILE_BYTES:
+            problems.append(("max_file_bytes", f"must be from 1 to {MAX_USERS_FILE_BYTES} bytes: the add-users task "
+                                               f"(512 MiB) reads and checks the whole file in memory"))
+        if not 60 <= self.task_timeout_seconds <= MAX_TASK_TIMEOUT_SECONDS:
+            problems.append(("task_timeout_seconds", f"must be from 60 (a Fargate task takes about a minute to "
+                                                     f"start) to {MAX_TASK_TIMEOUT_SECONDS} seconds (a Step Functions "
+                                                     f"standard execution lasts at most a year)"))
         return problems
 
 

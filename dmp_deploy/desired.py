@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmp_deploy import names, placeholders, render
+from dmp_deploy import container, names, placeholders, render
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ConfigError
 
@@ -121,6 +121,7 @@ def template_variables(config: Config, image_tags: dict[str, str], stem: str) ->
         "execution_role_arn": names.role_arn(config, names.execution_role(config)),
         "task_role_arn": lambda s=stem: names.role_arn(config, names.task_role(config, s)),
         "region": config.environment.region,
+        "container_program": render.helper(container.bundle),  # a program shipped as source (container/)
     }
 
 

@@ -13,7 +13,9 @@ parsed users are kept out of `repr` so a debug print cannot show them either.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,13 @@ PASSWORD_MAX_LENGTH = 255
 NAME_MAX_LENGTH = 255
 # The api's own email pattern: something@label.label[...], no spaces, one @.
 EMAIL = re.compile(r"[^@\s]+@[^@.\s]+(\.[^@.\s]+)+")
-# A field name is echoed in messages only when it looks like a field name: never arbitrary file content.
-_PRINTABLE_FIELD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# The api stores supplier ids as Postgres integers.
+SUPPLIER_ID_MAX = 2_147_483_647
+# At most this many problems are listed; the rest are counted (a hostile file could hold millions).
+MAX_PROBLEMS_LISTED = 50
+# An address must be printable ASCII: no look-alike letters (Cyrillic 'а' for Latin 'a'), no invisible or
+# direction-changing (bidi) characters, which would make the login differ from what the operative sees.
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
 @dataclass(frozen=True)
@@ -58,26 +65,48 @@ class UsersFile:
     body: bytes = field(default=b"", repr=False)
     source_format: str = "jsonl"  # or "json-array"
 
+    unlisted: int = 0  # problems found beyond the MAX_PROBLEMS_LISTED listed ones
+
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def problem_count(self) -> int:
+        """Every problem found, listed or not (the last listed one may be the note counting the rest)."""
+        return len(self.problems) - (1 if self.unlisted else 0) + self.unlisted
 
     def __str__(self) -> str:
         return f"UsersFile({len(self.users)} users, {len(self.problems)} problems)"
 
 
 def load(path: Path, max_bytes: int) -> UsersFile:
-    """Read and check `path`, reading at most `max_bytes + 1` bytes."""
+    """Read and check `path`, reading at most `max_bytes + 1` bytes. Only a regular file: a FIFO, device or
+    socket is refused without reading (opened non-blocking, so a FIFO with no writer cannot hang the check)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-            size = path.stat().st_size
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return UsersFile((Problem(None, None, "no such file"),))
     except IsADirectoryError:
         return UsersFile((Problem(None, None, "is a directory, not a users file"),))
     except OSError as exc:
         return UsersFile((Problem(None, None, f"cannot be read: {exc.strerror}"),))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            return UsersFile((Problem(None, None, "is a directory, not a users file"),))
+        if not stat.S_ISREG(mode):
+            return UsersFile((Problem(None, None, "is not a regular file (a pipe, device or socket): save the "
+                                                  "users to a file and give its path"),))
+        with os.fdopen(descriptor, "rb") as handle:
+            descriptor = -1  # the file object owns it now
+            data = handle.read(max_bytes + 1)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        return UsersFile((Problem(None, None, f"cannot be read: {exc.strerror}"),))
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
     if size > max_bytes:
         return UsersFile((_too_large(size, max_bytes),))
     return parse(data, max_bytes)
@@ -125,12 +154,23 @@ def parse(data: bytes, max_bytes: int) -> UsersFile:
     if not problems and not users:
         problems.append(Problem(None, None, "contains no users: write one JSON object per line"))
     if problems:
-        return UsersFile(tuple(sorted(problems, key=_order)), source_format=source_format)
+        return _refused(problems, source_format)
 
     body = "".join(json.dumps(u, ensure_ascii=True, separators=(", ", ": ")) + "\n" for u in users).encode()
     if len(body) > max_bytes:
         return UsersFile((_too_large(len(body), max_bytes, converted=True),), source_format=source_format)
     return UsersFile((), tuple(users), tuple(lines), body, source_format)
+
+
+def _refused(problems: list[Problem], source_format: str) -> UsersFile:
+    """The problems in line order, the first MAX_PROBLEMS_LISTED listed and the rest counted."""
+    ordered = sorted(problems, key=_order)
+    unlisted = max(0, len(ordered) - MAX_PROBLEMS_LISTED)
+    listed = ordered[:MAX_PROBLEMS_LISTED]
+    if unlisted:
+        listed.append(Problem(None, None, f"{unlisted} more problem(s) not listed: fix the ones above and check "
+                                          f"the file again"))
+    return UsersFile(tuple(listed), source_format=source_format, unlisted=unlisted)
 
 
 def check_user(user: dict, line: int) -> list[Problem]:
@@ -140,19 +180,31 @@ def check_user(user: dict, line: int) -> list[Problem]:
     def problem(name: str, message: str) -> None:
         problems.append(Problem(line, name, message))
 
-    # Field names are echoed, but never one that is also a value on this line (a password pasted as a key).
-    values = {v for v in user.values() if isinstance(v, str)}
+    # A field name is echoed only when it is one of the allowed names. Any other name is file content (a
+    # password pasted as a key, or a key and its value swapped) and is shown by its position in the object.
+    order = list(getattr(user, "key_order", ())) or list(user)
 
-    def label(name: str) -> str:
-        return _field_label(name) if name not in values else "(a field name with unusual characters)"
+    def position(name: str) -> str:
+        return f"field {order.index(name) + 1}"
 
     for name in getattr(user, "duplicate_keys", ()):
-        problem(label(name), "appears more than once in this object: keep one")
+        if name in ALLOWED_FIELDS:
+            problem(name, "appears more than once in this object: keep one")
+        else:
+            problem(None, f"{position(name)}: an unknown field name appears more than once in this object")
     for name in user:
         if name not in ALLOWED_FIELDS:
             hint = next((f for f in ALLOWED_FIELDS if f.casefold() == str(name).casefold()), None)
-            problem(label(name), f"unknown field: did you mean {hint!r}? (names are case-sensitive)"
-                    if hint else f"unknown field (allowed: {', '.join(ALLOWED_FIELDS)})")
+            problem(None, f"{position(name)}: unknown field name (not shown: it could be a value): did you mean "
+                          f"{hint!r}? (names are case-sensitive)" if hint else
+                          f"{position(name)}: unknown field name (not shown: it could be a value; allowed: "
+                          f"{', '.join(ALLOWED_FIELDS)})")
+    for name in user:
+        found = _bad_characters(name) | _bad_characters(user[name])
+        if found:
+            where = name if name in ALLOWED_FIELDS else None
+            prefix = "" if where else f"{position(name)}: "
+            problem(where, f"{prefix}contains {' and '.join(sorted(found))}: remove it (the api cannot store it)")
     for name in REQUIRED_FIELDS:
         if name not in user:
             problem(name, "required field is missing")
@@ -161,6 +213,10 @@ def check_user(user: dict, line: int) -> list[Problem]:
         email = user["emailAddress"]
         if not isinstance(email, str):
             problem("emailAddress", f"must be a string, got {_json_type(email)}")
+        elif not _PRINTABLE_ASCII.fullmatch(email):
+            at = next(i for i, c in enumerate(email, start=1) if not _PRINTABLE_ASCII.fullmatch(c))
+            problem("emailAddress", f"must be plain ASCII: character {at} is a look-alike (homoglyph), invisible "
+                                    f"or direction-changing (bidi) character; retype the address")
         elif not EMAIL.fullmatch(email.strip()) or email != email.strip():
             problem("emailAddress", "is not a valid email address (expected name@domain.example, no spaces)")
 
@@ -200,6 +256,9 @@ def check_user(user: dict, line: int) -> list[Problem]:
             problem("supplierId", f"must be an integer, got {_json_type(supplier_id)}{hint}")
         elif supplier_id <= 0:
             problem("supplierId", "must be a positive integer (the supplier's id in the Digital Marketplace)")
+        elif supplier_id > SUPPLIER_ID_MAX:
+            problem("supplierId", f"must be at most {SUPPLIER_ID_MAX} (the api stores supplier ids as 32-bit "
+                                  f"integers): check the supplier's id")
     elif role == SUPPLIER_ROLE:
         problem("supplierId", "required for role 'supplier' (the supplier's id in the Digital Marketplace)")
 
@@ -211,16 +270,38 @@ def check_user(user: dict, line: int) -> list[Problem]:
 
 
 class _UserObject(dict):
-    """A parsed JSON object that remembers which keys appeared more than once (json keeps the last)."""
+    """A parsed JSON object that remembers its keys' order and which appeared more than once (json keeps the
+    last)."""
 
     duplicate_keys: tuple[str, ...] = ()
+    key_order: tuple[str, ...] = ()
 
 
 def _object(pairs: list[tuple[str, object]]) -> _UserObject:
     obj = _UserObject(pairs)
     counts = Counter(k for k, _ in pairs)
     obj.duplicate_keys = tuple(k for k, n in counts.items() if n > 1)
+    obj.key_order = tuple(k for k, _ in pairs)
     return obj
+
+
+def _bad_characters(value: object) -> set[str]:
+    """What the api cannot store, anywhere in a value (escaped in the file: a raw one is not valid JSON)."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                found.add("a NUL character (\\u0000)")
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                found.add("a lone surrogate (\\ud800-\\udfff)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
 
 class _Constant(ValueError):
@@ -246,6 +327,8 @@ def _line_entries(text: str) -> tuple[list[tuple[int, object]], list[Problem]]:
             problems.append(Problem(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})"))
         except _Constant as exc:
             problems.append(Problem(number, None, f"not valid JSON: {exc}"))
+        except (RecursionError, ValueError) as exc:
+            problems.append(Problem(number, None, _unreadable(exc)))
     return entries, problems
 
 
@@ -282,9 +365,18 @@ def _array_entries(text: str) -> tuple[list[tuple[int, object]], list[Problem]]:
         return entries, [Problem(exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})")]
     except _Constant as exc:
         return entries, [Problem(line_of(i), None, f"not valid JSON: {exc}")]
+    except (RecursionError, ValueError) as exc:
+        return entries, [Problem(line_of(i), None, _unreadable(exc))]
     if i != len(text):
         return entries, [Problem(line_of(i), None, "not valid JSON: unexpected text after the closing ']'")]
     return entries, []
+
+
+def _unreadable(exc: BaseException) -> str:
+    """JSON the parser gives up on; never the parser's own text, which may quote the file."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read: a user is one flat JSON object"
+    return "not valid JSON: a number is too long to read"
 
 
 def _too_large(size: int, max_bytes: int, converted: bool = False) -> Problem:
@@ -305,10 +397,6 @@ def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-def _field_label(name: str) -> str:
-    return name if _PRINTABLE_FIELD.fullmatch(str(name)) else "(a field name with unusual characters)"
 
 
 def _order(problem: Problem) -> tuple:

@@ -59,14 +59,19 @@ def test_the_step_functions_role_runs_passes_and_deletes_exactly_the_workflows_t
 
 
 def test_the_trigger_role_starts_only_the_live_alias():
+    # Step Functions authorises an alias ARN against the unqualified machine ARN: a Resource of
+    # `...:stateMachine:NAME:live` would match nothing and every delivery would be refused (AWS docs,
+    # "Authorization for versions and aliases"). The alias is the states:StateMachineQualifier condition.
     assert statements(add_users_access.trigger_policy(local())) == {
         "StartTheLiveWorkflow": {"Effect": "Allow", "Action": "states:StartExecution",
-                                 "Resource": f"{MACHINE_ARN}:live"}}
+                                 "Resource": MACHINE_ARN,
+                                 "Condition": {"StringEquals": {"states:StateMachineQualifier": "live"}}}}
 
 
 def test_the_copier_reads_uploads_and_decrypts_them_through_s3_only():
     assert statements(add_users_access.copier_policy(local())) == {
-        "ReadTheUploads": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/uploads/*"},
+        "ReadTheUploads": {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                           "Resource": f"arn:aws:s3:::{BUCKET}/uploads/*"},
         "DecryptTheUploads": {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY,
                               "Condition": {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}}},
     }

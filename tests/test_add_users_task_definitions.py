@@ -1,13 +1,14 @@
-"""The add-users workflow's three task definitions: what they render to, the shell they run (exercised for real with
-sh and sed on a fake script), and how their EFS ids follow the access point."""
+"""The add-users workflow's three task definitions: what they render to, the shell the copier and
+cleaner run (exercised for real with sh on a fake `aws`), and how their EFS ids follow the access point."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_each_mounts_the_access_point_over_tls_with_iam(rendered, stem, read_onl
     assert mount == {"sourceVolume": "add-users", "containerPath": "/mnt/add-users", "readOnly": read_only}
     assert container(document)["logConfiguration"]["options"]["awslogs-group"] == "/dmp-local/add-users"
     assert document["taskRoleArn"].endswith(f"/dmp-local-{stem}-task")
-    assert container(document)["entryPoint"] == ["sh", "-c"]
+    # the copier and cleaner are shell on the AWS CLI image; add-users is the program, run by the api's Python
+    assert container(document)["entryPoint"] == (["python", "-c"] if stem == "add-users" else ["sh", "-c"])
 
 
 def test_the_add_users_task_gets_its_token_from_secrets_only(rendered):
@@ -57,8 +59,10 @@ def test_the_add_users_task_gets_its_token_from_secrets_only(rendered):
                              "valueFrom": "arn:aws:ssm:eu-west-2:123456789012:parameter/dmp-local/data-api-auth-token"}]
     assert {e["name"]: e["value"] for e in c["environment"]}["DM_DATA_API_URL"] == "http://api.dmp-local.internal:8080"
     assert c["workingDirectory"] == "/app"
-    assert 'python scripts/add_users.py "$DM_DATA_API_URL" "$DM_DATA_API_TOKEN" "/mnt/add-users/$USERS_FILE"' \
-        in c["command"][0]
+    environment = {e["name"]: e["value"] for e in c["environment"]}
+    assert environment["ADD_USERS_PROGRAM"] == "bundled" and environment["USERS_DIR"] == "/mnt/add-users"
+    assert environment["ADD_USERS_MAX_BYTES"] == "1048576"
+    assert "DM_DATA_API_TOKEN" not in environment  # only from secrets: the program reads it, never argv
 
 
 def test_the_copier_and_cleaner_use_the_aws_cli_image(rendered):
@@ -66,60 +70,17 @@ def test_the_copier_and_cleaner_use_the_aws_cli_image(rendered):
         assert container(rendered[stem])["image"] == load_config("local").images.aws_cli_image
 
 
-# --- the shell the containers run, for real --------------------------------------------------------------------
-
-ADDING = ("Adding {'emailAddress': 'a@example.com', 'name': 'A', 'password': 'Sekr3t-pass1', 'role': 'buyer'}",
-          "Adding {'emailAddress': 'b@example.com', 'password': \"it's-Secret-99\", 'role': 'buyer'}",
-          "Adding {'emailAddress': 'c@example.com', 'password': 'we\\'ird\"Pass12', 'role': 'admin'}")
-PASSWORDS = ("Sekr3t-pass1", "it's-Secret-99", "ird\"Pass12", "JsonPass-123", "Odd-Format-Pass")
-
-
-@pytest.fixture
-def fake_app(tmp_path):
-    """/app with a scripts/add_users.py that prints passwords the ways the real one (and its errors) could, and a
-    `python` on PATH that is this interpreter."""
-    app = tmp_path / "app"
-    (app / "scripts").mkdir(parents=True)
-    lines = [*ADDING, "Adding {'emailAddress': 'd@example.com', 'password': Odd-Format-Pass}"]
-    (app / "scripts" / "add_users.py").write_text(
-        "import os, sys\n"
-        f"for line in {lines!r}:\n    print(line)\n"
-        "print('api error: {\"password\": \"JsonPass-123\", \"error\": \"exists\"}', file=sys.stderr)\n"
-        "print('args:', sys.argv[1], len(sys.argv[2]), sys.argv[3])\n"
-        "sys.exit(int(os.environ['FAKE_EXIT']))\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
-    return app, bin_dir
-
-
-@pytest.mark.skipif(not shutil.which("sed"), reason="needs sed")
-@pytest.mark.parametrize("exit_code", [0, 3])
-def test_add_users_redacts_passwords_and_keeps_the_scripts_exit_status(rendered, fake_app, exit_code):
-    app, bin_dir = fake_app
-    command = container(rendered["add-users"])["command"][0]
-    run = subprocess.run(["/bin/sh", "-c", command], cwd=app, capture_output=True, text=True, timeout=30, env={
-        "PATH": f"{bin_dir}:/usr/bin:/bin", "USERS_FILE": "exec-1", "FAKE_EXIT": str(exit_code),
-        "DM_DATA_API_URL": "http://api.internal:8080", "DM_DATA_API_TOKEN": "the-api-token"})
-    assert run.returncode == exit_code
-    output = run.stdout + run.stderr
-    for secret in PASSWORDS:
-        assert secret not in output
-    assert "Adding {'emailAddress': 'a@example.com', 'name': 'A', 'password': '[redacted]', 'role': 'buyer'}" \
-        in run.stdout
-    assert "c@example.com" in run.stdout  # quotes inside a password do not break the redaction
-    assert "Adding [a user: not shown, its password could not be redacted]" in run.stdout
-    assert 'api error: {"password": "[redacted]", "error": "exists"}' in run.stdout  # stderr is redacted too
-    assert "args: http://api.internal:8080 13 /mnt/add-users/exec-1" in run.stdout
-
+# --- the shell the containers run, for real (the add-users program: tests/test_add_users_program.py) ------------
 
 @pytest.mark.parametrize("stem", STEMS)
 @pytest.mark.parametrize("name", ["", "..", "../etc/passwd", "a/b"])
 def test_a_file_name_that_is_not_a_plain_name_is_refused(rendered, tmp_path, stem, name):
-    command = container(rendered[stem])["command"][0]
-    run = subprocess.run(["/bin/sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/nonexistent", "USERS_FILE": name})
-    assert run.returncode == 2 and "refusing the file name" in run.stderr
+    definition = container(rendered[stem])
+    run = subprocess.run([sys.executable if definition["entryPoint"][0] == "python" else "/bin/sh", "-c",
+                          definition["command"][0]], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/nonexistent", "USERS_FILE": name, "USERS_DIR": "/mnt/add-users"})
+    assert run.returncode == 2
+    assert "refusing the file name" in run.stderr or "must be a plain file name" in run.stdout
 
 
 def test_the_copier_copies_the_object_to_the_named_file_and_the_cleaner_removes_it(rendered, tmp_path):
@@ -141,8 +102,39 @@ def test_the_copier_copies_the_object_to_the_named_file_and_the_cleaner_removes_
     assert (tmp_path / "aws.log").read_text().splitlines() == [  # one argument each, spaces and all
         "s3", "cp", "--only-show-errors", "--no-progress", "s3://b/uploads/x y.jsonl", f"{mount}/exec-1"]
     assert oct((mount / "exec-1").stat().st_mode & 0o777) == "0o600"
-    assert run("add-users-cleaner").returncode == 0
-    assert not (mount / "exec-1").exists()
+    assert time.time() - (mount / "exec-1").stat().st_mtime < 60  # its age counts from the copy
+
+    env["UPLOAD_VERSION"] = "v 2"  # the event names a version: exactly that one is fetched
+    assert run("add-users-copier").returncode == 0
+    assert (tmp_path / "aws.log").read_text().splitlines() == [
+        "s3api", "get-object", "--bucket", "b", "--key", "uploads/x y.jsonl", "--version-id", "v 2",
+        f"{mount}/exec-1"]
+
+    # The cleaner removes its file, and any file older than the longest task timeout (+10 min): left over by a
+    # run whose own cleanup failed. A younger file may still be in use and stays.
+    stale, recent = mount / "exec-0-old", mount / "exec-2-running"
+    for path, age_minutes in ((stale, 26), (recent, 20)):
+        path.write_text("x")
+        os.utime(path, (time.time() - age_minutes * 60,) * 2)
+    cleaned = run("add-users-cleaner")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (mount / "exec-1").exists() and not stale.exists() and recent.exists()
+    assert "exec-0-old" in cleaned.stdout
+
+
+def test_the_cleaners_sweep_follows_the_longest_task_timeout(rendered):
+    assert "-mmin +25 " in container(rendered["add-users-cleaner"])["command"][0]  # (900 s + 600 s) / 60
+    config = load_config("local")
+    longer = dataclasses.replace(config, add_users=dataclasses.replace(config.add_users, task_timeout_seconds=3600))
+    documents = desired.render_task_definitions(longer, {a: c.image_tag for a, c in longer.apps.items()})
+    assert "-mmin +70 " in container(documents["add-users-cleaner"])["command"][0]
+
+
+def test_a_failing_cleanup_exits_non_zero(rendered, tmp_path):
+    command = container(rendered["add-users-cleaner"])["command"][0].replace("/mnt/add-users", str(tmp_path / "no"))
+    run = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "USERS_FILE": "exec-1"})
+    assert run.returncode != 0  # the sweep cannot read the directory: the state machine retries, then reports
 
 
 # --- EFS ids: placeholders in templates, live ids in AWS ---------------------------------------------------------

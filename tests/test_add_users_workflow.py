@@ -87,8 +87,8 @@ def test_upload_runs_the_workflow_and_leaves_the_bucket_empty(deployed, local_aw
     assert execution["status"] == "SUCCEEDED"
     entered = states_entered(history(local_aws, execution["executionArn"]))
     # S3 names the object's version ("null" when the bucket was never versioned): that exact version is deleted.
-    assert entered == ["CheckUpload", "CheckSize", "CopyToEfs", "AddUsers", "RemoveEfsFile", "DeleteUpload",
-                       "DeleteUploadVersion", "Outcome", "Done"]
+    assert entered == ["CheckUpload", "StartReport", "CheckSize", "NameTheVersion", "TheNamedVersion", "CopyToEfs",
+                       "AddUsers", "RemoveEfsFile", "DeleteUpload", "DeleteUploadVersion", "Outcome", "Done"]
     tasks = workflow_tasks(local_aws)
     assert sorted(family(t) for t in tasks) == sorted(WORKFLOW_FAMILIES)
     # Every task ran in the task subnets with only the groups it needs, and got the file's name, not its content.
@@ -97,7 +97,8 @@ def test_upload_runs_the_workflow_and_leaves_the_bucket_empty(deployed, local_aw
     key = event["detail"]["object"]["key"]
     copier = by_family["dmp-local-add-users-copier"]["overrides"]["containerOverrides"][0]
     assert {e["name"]: e["value"] for e in copier["environment"]} == {
-        "UPLOAD_BUCKET": BUCKET, "UPLOAD_KEY": key, "USERS_FILE": execution["name"]}
+        "UPLOAD_BUCKET": BUCKET, "UPLOAD_KEY": key, "UPLOAD_VERSION": event["detail"]["object"]["version-id"],
+        "USERS_FILE": execution["name"]}
     for stem in ("add-users", "add-users-cleaner"):
         (override,) = by_family[f"dmp-local-{stem}"]["overrides"]["containerOverrides"]
         assert override["environment"] == [{"name": "USERS_FILE", "value": execution["name"]}]
@@ -418,3 +419,23 @@ def test_each_version_runs_exact_revisions_and_revert_brings_the_releases_back(d
     assert result.code == 0, result.stdout + result.stderr
     ran = {family(t) + ":" + t["taskDefinitionArn"].rsplit(":", 1)[1] for t in workflow_tasks(local_aws)}
     assert "dmp-local-add-users:1" in ran and "dmp-local-add-users:2" not in ran
+
+
+@pytest.mark.parametrize("failing, error, step_text", [
+    (("dmp-local-add-users", "dmp-local-add-users-cleaner"), "AddUsersFailed", "The add-users task did not complete"),
+    (("dmp-local-add-users-cleaner",), "CleanupFailed", "The users were added, but cleaning up failed."),
+])
+def test_a_failed_cleanup_is_reported_with_the_step_failure_naming_the_efs_path(deployed, local_aws, run_cli,
+                                                                              tmp_path, failing, error, step_text):
+    for family_name in failing:
+        moto_compat.script_task_outcome(family_name, 1)
+    result = run_cli("add-users", "--env", "local", users_file(tmp_path))
+    assert result.code == 1, result.stdout + result.stderr
+    (execution,) = executions(local_aws)
+    assert (execution["status"], execution["error"]) == ("FAILED", error)
+    # every failure, together: the step's (if any), then the EFS cleanup's, with the file's path on the file system
+    assert execution["cause"].startswith(step_text)
+    assert f"Removing the users file /add-users/{execution['name']} from the add-users EFS file system" \
+        in execution["cause"]
+    assert bucket_keys(local_aws) == []  # the S3 cleanup still ran, and did not fail
+    assert "Removing the upload" not in execution["cause"]

@@ -137,6 +137,10 @@ def test_staging_and_production_deny_non_tls_and_unencrypted_uploads(env, run_cl
         "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}}
     assert sids["DenyUploadsWithAnotherKey"]["Condition"] == {"StringNotEqualsIfExists": {
         "s3:x-amz-server-side-encryption-aws-kms-key-id": f"<arn of kms_key alias/dmp-{env}-add-users>"}}
+    # A missing If-None-Match matches StringNotEquals too: an upload without it is denied (S3 conditional writes).
+    assert sids["DenyUploadsThatCouldOverwrite"] == {
+        "Sid": "DenyUploadsThatCouldOverwrite", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{name}/*", "Condition": {"StringNotEquals": {"s3:if-none-match": "*"}}}
     assert spec["encryption"] == {"algorithm": "aws:kms", "bucket_key": True,
                                   "kms_key": {"alias": f"alias/dmp-{env}-add-users"}}
 

@@ -86,3 +86,29 @@ def test_invalid_toml_names_the_file(config_dir):
     with pytest.raises(ConfigError) as err:
         load_config("local")
     assert "local.toml: not valid TOML" in str(err.value)
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("max_file_bytes = 1048576", "max_file_bytes = 0", "add_users.max_file_bytes: must be from 1 to 67108864 bytes"),
+    ("max_file_bytes = 1048576", "max_file_bytes = -5", "add_users.max_file_bytes: must be from 1"),
+    ("max_file_bytes = 1048576", "max_file_bytes = 67108865", "add_users.max_file_bytes: must be from 1"),
+    ("task_timeout_seconds = 900", "task_timeout_seconds = 0", "add_users.task_timeout_seconds: must be from 60"),
+    ("task_timeout_seconds = 900", "task_timeout_seconds = 31536001",
+     "add_users.task_timeout_seconds: must be from 60 (a Fargate task takes about a minute to start) to 31536000"),
+    ('upload_prefix = "uploads/"', 'upload_prefix = "up*loads/"', "add_users.upload_prefix: must not contain '*' or '?'"),
+    ('upload_prefix = "uploads/"', 'upload_prefix = "up?/"', "add_users.upload_prefix: must not contain '*' or '?'"),
+])
+def test_add_users_bounds(config_dir, old, new, expected):
+    edit(config_dir / "staging.toml", old, new)
+    with pytest.raises(ConfigError) as err:
+        load_config("staging")
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["max_file_bytes = 1", "max_file_bytes = 67108864", "task_timeout_seconds = 60",
+                                   "task_timeout_seconds = 31536000"])
+def test_add_users_bounds_are_inclusive(config_dir, value):
+    key = value.split(" = ")[0]
+    edit(config_dir / "staging.toml", {"max_file_bytes": "max_file_bytes = 1048576",
+                                       "task_timeout_seconds": "task_timeout_seconds = 900"}[key], value)
+    load_config("staging")

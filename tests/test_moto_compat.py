@@ -751,3 +751,19 @@ def test_ecs_lists_come_in_pages_like_aws(local_aws):
     assert len(pages) >= 3 and len(arns) == len(set(arns)) == 12
     with pytest.raises(ecs.exceptions.InvalidParameterException):
         ecs.list_task_definitions(maxResults=101)
+
+
+# --- issue 11: the add-users workflow -------------------------------------------------------------------------
+
+def test_ecs_refuses_a_started_by_with_characters_ecs_does_not_allow(local_aws):
+    ecs = local_aws.client("ecs")
+    ecs.create_cluster(clusterName="compat-started-by")
+    ecs.register_task_definition(family="compat-started-by",
+                                 containerDefinitions=[{"name": "c", "image": "busybox", "memory": 64}])
+    for bad in ("dmp-deploy run-task", "exec.1", "x" * 129):
+        with pytest.raises(ecs.exceptions.InvalidParameterException):
+            ecs.run_task(cluster="compat-started-by", taskDefinition="compat-started-by", startedBy=bad,
+                         launchType="FARGATE")
+    (task,) = ecs.run_task(cluster="compat-started-by", taskDefinition="compat-started-by",
+                           startedBy="ecs-svc/1_a-B", launchType="FARGATE")["tasks"]
+    assert task["startedBy"] == "ecs-svc/1_a-B"

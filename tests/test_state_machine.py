@@ -4,6 +4,7 @@ End to end against the embedded AWS: tests/test_add_users_workflow.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -121,13 +122,18 @@ def test_every_task_catches_everything_into_cleanup_and_retries_transient_ecs_er
     for name, task in tasks.items():
         (catch,) = task["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"]
-        # Every failure ends in the cleanup: the failure's own Pass state, then the cleaner, then the S3 delete.
+        # Every failure ends in the cleanup: the failure's own Pass state (its part of the report), then the next
+        # cleanup step (the cleaner, the S3 delete) or, after the last, the Outcome.
         follow = states[catch["Next"]]
-        assert catch["Next"] in ("RemoveEfsFile", "DeleteUpload", "Outcome") or follow["Next"] == "RemoveEfsFile", name
+        assert follow["Type"] == "Pass" and follow["ResultPath"].startswith("$.report."), name
+        assert follow["Next"] in ("RemoveEfsFile", "DeleteUpload", "Outcome"), name
     for name in ("CopyToEfs", "AddUsers", "RemoveEfsFile"):
         assert tasks[name]["Resource"] == "arn:aws:states:::ecs:runTask.sync"
         retried = {e for r in tasks[name]["Retry"] for e in r["ErrorEquals"]}
-        assert {"ECS.AmazonECSException", "ECS.ServerException"} <= retried and "States.ALL" not in retried
+        # the names Step Functions reports (its ECS integration docs): capacity errors are ECS.AmazonECSException,
+        # and a RunTask answer with a non-empty `failures` list fails a .sync task as AmazonECS.Unknown
+        assert {"ECS.AmazonECSException", "ECS.ServerException", "ECS.ThrottlingException", "ECS.ClientException",
+                "ECS.AccessDeniedException", "AmazonECS.Unknown"} <= retried and "States.ALL" not in retried
     assert tasks["AddUsers"]["TimeoutSeconds"] == 900
     assert states["Failed"] == {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
 
@@ -144,7 +150,8 @@ def test_tasks_get_only_names_from_the_event_and_their_network_by_placeholder(as
         assert override["Name"] == container
         values = {e["Name"]: e["Value.$"] for e in override["Environment"]}
         assert values["USERS_FILE"] == "$$.Execution.Name"
-        assert set(values) <= {"USERS_FILE", "UPLOAD_BUCKET", "UPLOAD_KEY"}  # never a token, never content
+        assert set(values) <= {"USERS_FILE", "UPLOAD_BUCKET", "UPLOAD_KEY", "UPLOAD_VERSION"}  # never a token or content
+        assert re.fullmatch(r"[A-Za-z0-9_/-]{1,128}", parameters["StartedBy"])  # ECS's allowed characters
     text = json.dumps(asl)
     assert "DM_DATA_API_TOKEN" not in text and ":ssm:" not in text and ":secretsmanager:" not in text
 
@@ -197,3 +204,31 @@ def test_no_machine_no_trigger(state):
 
     empty = replace(state, resources={"state_machine": {}})
     assert event_rule.EventRules().desired(empty) == {}
+
+
+def test_outcome_reports_the_step_and_every_cleanup_failure_together(asl):
+    states = asl["States"]
+    # each failure writes its own part of the report: none overwrites another
+    assert states["StartReport"]["Result"] == {"step": {"Error": "", "Cause": ""}, "efs": {"Cause": ""},
+                                               "s3": {"Cause": ""}}
+    for name in ("TooLarge", "CopyFailed", "AddUsersFailed"):
+        assert states[name]["ResultPath"] == "$.report.step", name
+    assert states["RemoveEfsFile"]["Catch"][0]["Next"] == "EfsCleanupFailed"
+    assert states["EfsCleanupFailed"]["ResultPath"] == "$.report.efs"
+    assert "/add-users/{}" in states["EfsCleanupFailed"]["Parameters"]["Cause.$"]  # the EFS path, named
+    for name in ("DeleteUploadVersion", "DeleteUploadObject"):
+        assert states[name]["Catch"][0]["Next"] == "S3CleanupFailed"
+    assert states["S3CleanupFailed"]["ResultPath"] == "$.report.s3"
+    cause = states["StepFailed"]["Parameters"]["Cause.$"]
+    assert all(part in cause for part in ("$.report.step.Cause", "$.report.efs.Cause", "$.report.s3.Cause"))
+    cleanup = states["CleanupFailed"]["Parameters"]["Cause.$"]
+    assert "$.report.efs.Cause" in cleanup and "$.report.s3.Cause" in cleanup
+
+
+def test_the_copier_is_given_the_version_the_event_names(asl):
+    states = asl["States"]
+    assert states["CheckSize"]["Choices"][0]["Next"] == "NameTheVersion"
+    assert states["TheNamedVersion"]["Parameters"] == {"version.$": "$.detail.object.version-id"}
+    assert states["NoVersionNamed"]["Result"] == {"version": ""}
+    (override,) = states["CopyToEfs"]["Parameters"]["Overrides"]["ContainerOverrides"]
+    assert {"Name": "UPLOAD_VERSION", "Value.$": "$.upload.version"} in override["Environment"]

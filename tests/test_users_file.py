@@ -4,6 +4,8 @@ produce, as "line: field: message" fragments. No AWS: the module is pure."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -107,10 +109,46 @@ INVALID_FILES = [
     ("phoneNumber not a string", jsonl(good(phoneNumber=1234)),
      ["users.jsonl:1: phoneNumber: must be a string, got a number"]),
     ("unknown key", jsonl(good(team="x")),
-     ["users.jsonl:1: team: unknown field (allowed: emailAddress, name, password, role, phoneNumber, supplierId, "
-      "hashpw)"]),
+     ["users.jsonl:1: field 5: unknown field name (not shown: it could be a value; allowed: emailAddress, name, "
+      "password, role, phoneNumber, supplierId, hashpw)"]),
     ("key in the wrong case", jsonl({**good(), "emailaddress": "x@example.com"}),
-     ["users.jsonl:1: emailaddress: unknown field: did you mean 'emailAddress'? (names are case-sensitive)"]),
+     ["users.jsonl:1: field 5: unknown field name (not shown: it could be a value): did you mean 'emailAddress'? "
+      "(names are case-sensitive)"]),
+    ("unknown key twice", b'{"emailAddress": "a@example.com", "name": "A", "password": "' + SECRET.encode()
+     + b'", "role": "buyer", "x": 1, "x": 2}\n',
+     ["users.jsonl:1: field 5: an unknown field name appears more than once in this object",
+      "users.jsonl:1: field 5: unknown field name (not shown: it could be a value; allowed: emailAddress, name, "
+      "password, role, phoneNumber, supplierId, hashpw)"]),
+    # hostile input (issue 11)
+    ("Cyrillic look-alike in the address", jsonl(good(email="\u0430dmin@example.gov.uk")),
+     ["users.jsonl:1: emailAddress: must be plain ASCII: character 1 is a look-alike (homoglyph), invisible or "
+      "direction-changing (bidi) character; retype the address"]),
+    ("bidi override in the address", jsonl(good(email="evil\u202emoc.elpmaxe@example.com")),
+     ["users.jsonl:1: emailAddress: must be plain ASCII: character 5 is a look-alike (homoglyph), invisible or "
+      "direction-changing (bidi) character; retype the address"]),
+    ("zero-width space in the address", jsonl(good(email="a\u200b@example.com")),
+     ["users.jsonl:1: emailAddress: must be plain ASCII: character 2 is a look-alike (homoglyph), invisible or "
+      "direction-changing (bidi) character; retype the address"]),
+    ("escaped NUL in a name", b'{"emailAddress": "a@example.com", "name": "A\\u0000", "password": "'
+     + SECRET.encode() + b'", "role": "buyer"}\n',
+     ["users.jsonl:1: name: contains a NUL character (\\u0000): remove it (the api cannot store it)"]),
+    ("lone surrogate in a password", b'{"emailAddress": "a@example.com", "name": "A", "password": "abcdefghij'
+     b'\\ud800", "role": "buyer"}\n',
+     ["users.jsonl:1: password: contains a lone surrogate (\\ud800-\\udfff): remove it (the api cannot store it)"]),
+    ("NUL in an unknown key", b'{"emailAddress": "a@example.com", "name": "A", "password": "' + SECRET.encode()
+     + b'", "role": "buyer", "k\\u0000": [{"deep": "x"}]}\n',
+     ["users.jsonl:1: field 5: unknown field name (not shown: it could be a value; allowed: emailAddress, name, "
+      "password, role, phoneNumber, supplierId, hashpw)",
+      "users.jsonl:1: field 5: contains a NUL character (\\u0000): remove it (the api cannot store it)"]),
+    ("supplierId over the api's integer range", jsonl(good(role="supplier", supplierId=2_147_483_648)),
+     ["users.jsonl:1: supplierId: must be at most 2147483647 (the api stores supplier ids as 32-bit integers): "
+      "check the supplier's id"]),
+    ("deep nesting in JSON Lines", jsonl(good(), '{"a": ' + "[" * 50_000),
+     ["users.jsonl:2: nested too deeply to read: a user is one flat JSON object"]),
+    ("deep nesting in an array", b"[\n" + json.dumps(good()).encode() + b",\n" + b"[" * 50_000,
+     ["users.jsonl:3: nested too deeply to read: a user is one flat JSON object"]),
+    ("a number too long to read", jsonl('{"supplierId": ' + "9" * 5000 + "}"),
+     ["users.jsonl:1: not valid JSON: a number is too long to read"]),
     ("duplicate key", b'{"emailAddress": "a@example.com", "name": "A", "password": "' + SECRET.encode()
      + b'", "password": "' + SECRET.encode() + b'", "role": "buyer"}\n',
      ["users.jsonl:1: password: appears more than once in this object: keep one"]),
@@ -144,7 +182,7 @@ def test_invalid_files(data, expected):
 def test_every_problem_in_the_file_is_listed_in_line_order():
     data = jsonl(good(password="short"), "not json", good("x@example.com", role="nope"), good(team=1))
     assert [(p.line, p.field) for p in parse(data, LIMIT).problems] == [
-        (1, "password"), (2, None), (3, "role"), (4, "emailAddress"), (4, "team")]
+        (1, "password"), (2, None), (3, "role"), (4, "emailAddress"), (4, None)]  # an unknown name: not shown
 
 
 def test_too_large_file_is_refused_before_parsing():
@@ -192,4 +230,34 @@ def test_no_message_contains_a_password_value(secret):
     text = "\n".join(rendered(result)) + repr(result) + str(result)
     if len(secret) > 4:  # short words could legitimately occur in a message ("team"): the field names
         assert secret not in text
-    assert "pasword: unknown field" in text and "(a field name with unusual characters): unknown field" in text
+    assert "field 3: unknown field name" in text and "field 5: unknown field name" in text
+
+
+def test_a_swapped_key_and_value_never_shows_the_password():
+    """{"<password>": "password"}: the password is a key. It is reported by position, never by name."""
+    data = jsonl({"emailAddress": "a@example.com", "name": "A", SECRET: "password", "role": "buyer"},
+                 {"emailAddress": "b@example.com", "name": "B", "password": "x", SECRET + "-2": "password",
+                  "role": "buyer"})
+    text = "\n".join(rendered(parse(data, LIMIT)))
+    assert SECRET not in text
+    assert "users.jsonl:1: field 3: unknown field name" in text and "users.jsonl:2: field 4: unknown" in text
+
+
+def test_the_problem_list_is_capped_and_the_rest_counted():
+    data = jsonl(*[good(f"u{i}@example.com", password="short") for i in range(120)])
+    result = parse(data, LIMIT)
+    lines = rendered(result)
+    assert len(lines) == 51 and lines[49] == "users.jsonl:50: password: must be at least 10 characters (got 5)"
+    assert lines[50] == "users.jsonl: 70 more problem(s) not listed: fix the ones above and check the file again"
+    assert result.problem_count == 120 and result.unlisted == 70
+    few = parse(jsonl(good(password="short")), LIMIT)
+    assert few.problem_count == 1 and few.unlisted == 0
+
+
+def test_a_fifo_or_device_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "users.jsonl"
+    os.mkfifo(fifo)  # no writer: a blocking open would hang here
+    assert rendered(users_file.load(fifo, LIMIT)) == [
+        "users.jsonl: is not a regular file (a pipe, device or socket): save the users to a file and give its path"]
+    assert "not a regular file" in rendered(users_file.load(Path("/dev/null"), LIMIT))[0].replace("null", "x")
+    assert rendered(users_file.load(tmp_path, LIMIT)) == [f"users.jsonl: is a directory, not a users file"]

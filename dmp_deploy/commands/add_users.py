@@ -132,7 +132,7 @@ def run(args) -> int:
 
 def _refuse(report: Report, checked: users_file.UsersFile) -> int:
     problems = checked.problems
-    summary = (f"{report.file}: {len(problems)} problem(s); nothing was uploaded. Fix them and run the "
+    summary = (f"{report.file}: {checked.problem_count} problem(s); nothing was uploaded. Fix them and run the "
                f"command again.")
     if report.json_mode:
         emit_json({**report.as_dict(), "status": "INVALID", "error": summary,

@@ -16,7 +16,8 @@ def run(args) -> int:
     if args.json:
         emit_json(result)
     elif result["running"]:
-        emit_text(f"embedded AWS running at {result['endpoint']} (region {result['region']}, pid {result['pid']})")
+        emit_text(f"embedded AWS running at {result['endpoint']} (region {result['region']}, pid {result['pid']})"
+                  + (f"; Data API stand-in at {result['data_api']}" if result.get("data_api") else ""))
     else:
         emit_text("embedded AWS not running")
     return 0

@@ -32,7 +32,7 @@ log = structlog.get_logger()
 RUNS_AS = {"db-migration": "api"}  # one-off task -> the app whose network setup it uses
 MAIN_CONTAINER = "wsgi"  # the app's own code; COMMAND replaces its command
 FAILED = 1
-STARTED_BY = "dmp-deploy run-task"
+STARTED_BY = "dmp-deploy-run-task"  # ECS allows letters, numbers, -, / and _ only
 
 
 def add_parser(sub):

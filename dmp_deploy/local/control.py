@@ -62,14 +62,15 @@ def _responds(endpoint: str) -> bool:
 
 
 def status() -> dict:
-    """{"running": bool, "endpoint": ..., "region": ..., "pid": ...}; never starts anything."""
+    """{"running": bool, "endpoint": ..., "data_api": ..., "region": ..., "pid": ...}; never starts anything.
+    `data_api` is the stand-in Data API's URL (dmp_deploy/local/data_api.py)."""
     try:
         state = json.loads(_state_file().read_text())
     except (OSError, ValueError):
-        return {"running": False, "endpoint": None, "region": None, "state_dir": str(state_dir())}
+        return {"running": False, "endpoint": None, "data_api": None, "region": None, "state_dir": str(state_dir())}
     running = _alive(state["pid"]) and _responds(state["endpoint"])
-    return {"running": running, "endpoint": state["endpoint"], "region": state["region"], "pid": state["pid"],
-            "state_dir": str(state_dir())}
+    return {"running": running, "endpoint": state["endpoint"], "data_api": state.get("data_api"),
+            "region": state["region"], "pid": state["pid"], "state_dir": str(state_dir())}
 
 
 def _free_port() -> int:

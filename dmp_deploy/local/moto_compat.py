@@ -924,3 +924,30 @@ def ecs_lists_come_in_pages() -> None:
 
     EC2ContainerServiceResponse.list_services = list_services
     EC2ContainerServiceResponse.list_task_definitions = list_task_definitions
+
+
+# --- issue 11: the add-users workflow -------------------------------------------------------------------------
+
+@gap
+def ecs_checks_started_by() -> None:
+    """AWS: RunTask's `startedBy` is "up to 128 letters (uppercase and lowercase), numbers, hyphens (-), forward
+    slash (/), and underscores (_)" (ECS API reference); anything else is an InvalidParameterException. moto 5.2.5
+    stores any string, so a value with a space (run-task used to send "dmp-deploy run-task") or an execution
+    name with a dot passed locally and would fail on AWS. Exempt: "AWS Step Functions", the value moto's Step
+    Functions (after LocalStack) sets itself on every `.sync` RunTask, replacing the state's StartedBy: the
+    service's own value, not one the tool sends."""
+    import re
+
+    from moto.ecs.exceptions import InvalidParameterException
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    allowed = re.compile(r"[A-Za-z0-9_/-]{1,128}|AWS Step Functions")
+    run_task = EC2ContainerServiceBackend.run_task
+
+    def checked_run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs):
+        if started_by and not allowed.fullmatch(started_by):
+            raise InvalidParameterException(
+                "startedBy: up to 128 letters, numbers, hyphens, forward slashes and underscores are allowed.")
+        return run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs)
+
+    EC2ContainerServiceBackend.run_task = checked_run_task

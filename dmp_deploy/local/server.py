@@ -1,7 +1,8 @@
 """The embedded AWS server process: `python -m dmp_deploy.local.server --port P --state-file F`.
 
 Applies the compatibility patches, switches on state-machine execution, serves moto on 127.0.0.1:P,
-seeds what the local account would already have, then writes the state file that `local status` reads.
+seeds what the local account would already have, starts the stand-in Data API (dmp_deploy/local/data_api.py),
+then writes the state file that `local status` reads.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dmp_deploy.local import moto_compat
     from dmp_deploy.config import load_config
+    from dmp_deploy.local.data_api import DataApi, embedded_secret
     from dmp_deploy.local.seed import seed
 
     moto_compat.apply()
@@ -49,17 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     enable_state_machine_execution(endpoint)
     config = load_config(args.env)
     seed(endpoint, config)
+    # The stand-in Data API the add-users program talks to locally, checking the embedded api token.
+    data_api = DataApi(embedded_secret(endpoint, config.environment.region, config.secrets["data_api_auth_token"]))
+    data_api.start()
 
     state_file = Path(args.state_file)
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "endpoint": endpoint, "port": args.port,
-                               "region": config.environment.region, "started": time.time()}))
+                               "data_api": data_api.url, "region": config.environment.region,
+                               "started": time.time()}))
     tmp.replace(state_file)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    data_api.stop()
     server.stop()
     return 0
 

@@ -9,8 +9,9 @@ state_machine kind calls it from its desired(), so the roles exist exactly when 
     families on the cluster, pass exactly their task roles and the execution role to ECS tasks, follow and stop
     those tasks, the managed rule `.sync` uses, delete objects (and versions) under the upload prefix only, and
     deliver execution logs (those log-delivery actions take no resource).
-  - `<prefix>-add-users-trigger`, assumed by EventBridge: start executions of the `live` alias only.
-  - the copier's task role: read objects under the upload prefix and decrypt them with the bucket key, through
+  - `<prefix>-add-users-trigger`, assumed by EventBridge: start executions of the `live` alias only (the
+    unqualified machine ARN with `states:StateMachineQualifier = live`: how Step Functions authorises aliases).
+  - the copier's task role: read objects (and their versions) under the upload prefix and decrypt them with the bucket key, through
     S3 only. The add-users and cleaner tasks need no AWS API: the file system policy (efs.py) lets them mount.
   - the operative (`add_users.operative_access`): a role the account's principals may assume ("role"; trusted
     by the account root, with MFA unless `operative_requires_mfa` is false), or a managed policy for the
@@ -122,14 +123,19 @@ def states_policy(config) -> dict:
 
 
 def trigger_policy(config) -> dict:
+    """Step Functions authorises a start through an alias against the UNQUALIFIED machine ARN; the alias is
+    the `states:StateMachineQualifier` condition key (AWS: "Authorization for versions and aliases")."""
     return policy([{"Sid": "StartTheLiveWorkflow", "Effect": "Allow", "Action": "states:StartExecution",
-                    "Resource": alias_arn(config)}])
+                    "Resource": machine_arn(config),
+                    "Condition": {"StringEquals": {"states:StateMachineQualifier": ALIAS}}}])
 
 
 def copier_policy(config) -> dict:
     key = bucket_key_arn(config)
     return policy([
-        {"Sid": "ReadTheUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": upload_objects_arn(config)},
+        # GetObjectVersion: the copier fetches the exact version the upload's event names.
+        {"Sid": "ReadTheUploads", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": upload_objects_arn(config)},
         {"Sid": "DecryptTheUploads", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key,
          "Condition": {"StringEquals": {"kms:ViaService": f"s3.{config.environment.region}.amazonaws.com"}}},
     ])

@@ -97,6 +97,11 @@ def bucket_policy(bucket: str, key_arn: str, enforce: bool) -> dict | str:
         {"Sid": "DenyUploadsWithAnotherKey", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
          "Resource": f"{arn}/*",
          "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}}},
+        # Uploads never overwrite (If-None-Match: *, S3's conditional-write key): a pending upload cannot be
+        # replaced, and a second execution never starts for one key. Multipart uploads, whose parts cannot carry
+        # the header, are denied too: a users file is one PutObject.
+        {"Sid": "DenyUploadsThatCouldOverwrite", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"{arn}/*", "Condition": {"StringNotEquals": {"s3:if-none-match": "*"}}},
     ]})
 
 
