@@ -374,3 +374,32 @@ def test_preflight_refuses_a_certificate_that_is_not_issued(local_aws, local_con
     missing = run_cli("apply", "--env", "local", "--json")
     assert missing.code == 1 and "no ACM certificate for 'nowhere.invalid'" in missing.json["error"]
     assert missing.json["calls"]["mutating"] == 0
+
+
+def test_a_load_balancer_with_the_wrong_scheme_is_replaced_with_its_listeners(applied, local_aws, run_cli):
+    """The scheme cannot change: a www load balancer made internet-facing by hand (deleted and made again with our
+    name and tags) is replaced, and its listener and rules are created on the new one, not read from the old."""
+    elb = local_aws.client("elbv2")
+    balancer, listener = _www(elb)
+    groups = {g["TargetGroupName"]: g["TargetGroupArn"] for g in elb.describe_target_groups()["TargetGroups"]}
+    elb.delete_listener(ListenerArn=listener["ListenerArn"])
+    elb.delete_load_balancer(LoadBalancerArn=balancer["LoadBalancerArn"])
+    wrong = elb.create_load_balancer(
+        Name="dmp-local-www", Scheme="internet-facing", Subnets=[z["SubnetId"] for z in balancer["AvailabilityZones"]],
+        SecurityGroups=balancer["SecurityGroups"],
+        Tags=[{"Key": "dmp:env", "Value": "local"}, {"Key": "dmp:managed-by", "Value": "dmp-deploy"}],
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    elb.create_listener(LoadBalancerArn=wrong, Protocol="HTTP", Port=80,
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": groups["dmp-local-buyer"]}])
+
+    plan = run_cli("plan", "--env", "local", "--json")
+    actions = [(c["kind"], c["name"], c["action"]) for c in plan.json["changes"]
+               if c["kind"] in ("load_balancer", "listener", "listener_rules")]
+    assert actions == [("load_balancer", "dmp-local-www", "replace"), ("listener", "dmp-local-www:80", "create"),
+                       ("listener_rules", "dmp-local-www:80", "create")]
+    result = run_cli("apply", "--env", "local", "--json")
+    assert result.code == 0, result.json.get("error")
+    balancer, listener = _www(elb)
+    assert balancer["Scheme"] == "internal" and balancer["LoadBalancerArn"] != wrong
+    assert _paths(elb, listener["ListenerArn"]) == ROUTES
+    assert run_cli("plan", "--env", "local").code == 0
