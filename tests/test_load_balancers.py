@@ -403,3 +403,17 @@ def test_a_load_balancer_with_the_wrong_scheme_is_replaced_with_its_listeners(ap
     assert balancer["Scheme"] == "internal" and balancer["LoadBalancerArn"] != wrong
     assert _paths(elb, listener["ListenerArn"]) == ROUTES
     assert run_cli("plan", "--env", "local").code == 0
+
+
+@pytest.mark.parametrize("kind, path, expected, actual, severity", [
+    ("load_balancer", "scheme", "internal", "internet-facing", "critical"),
+    ("load_balancer", "security_groups", ["dmp-local-www-alb"], ["dmp-local-www-alb", "sg-0abc"], "critical"),
+    ("load_balancer", "security_groups", ["dmp-local-www-alb"], [], "warning"),
+    ("listener", "protocol", "HTTPS", "HTTP", "critical"),
+    ("listener", "ssl_policy", "ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-2016-08", "warning"),
+    ("listener_rules", "rules.1", {"conditions": {}}, None, "warning"),
+])
+def test_drift_that_exposes_the_site_is_critical(kind, path, expected, actual, severity):
+    from dmp_deploy import drift
+    from dmp_deploy.plan import FieldChange
+    assert drift.severity(kind, FieldChange(path, actual, expected)) == severity
