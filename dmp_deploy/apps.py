@@ -28,7 +28,7 @@ class App:
     port: int  # the port other tasks and the load balancer reach it on
     calls: tuple[str, ...] = ()  # other apps it calls on their `port`
     backing: tuple[str, ...] = ()  # backing services it is a client of (see BACKING_SERVICES)
-    behind_load_balancer: bool = False
+    behind_load_balancer: bool = False  # frontends: the internal path router (www); router: the public entry
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ APPS: dict[str, App] = {
         App(
             "router",
             ROUTER_PORT,
-            calls=(*FRONTENDS, "api", "search-api", "antivirus-api"),
+            calls=("api", "search-api", "antivirus-api"),  # www goes through the path router (WWW_ROUTES)
             behind_load_balancer=True,
         ),
     ]
@@ -76,3 +76,21 @@ APPS: dict[str, App] = {
 def callers_of(app_name: str) -> list[str]:
     """The apps that call `app_name`, sorted."""
     return sorted(a.name for a in APPS.values() if app_name in a.calls)
+
+
+# How `www` is routed by path (the old platform's longest-prefix routing, checked against each frontend's own
+# blueprint url_prefix in its app/__init__.py): the internal load balancer's listener rules, most specific first,
+# and where every other path goes. A pattern `/buyers*` matches `/buyers` itself, `/buyers/...` and (like the old
+# platform's nginx prefix `location /buyers`) `/buyersanything`; ELB path patterns are case-sensitive, like the
+# frontends' Flask routes, and see only the path (never the query string).
+WWW_ROUTES: tuple[tuple[str, str], ...] = (
+    ("/buyers/direct-award*", "buyer-frontend"),
+    ("/buyers*", "briefs-frontend"),
+    ("/suppliers/opportunities*", "brief-responses-frontend"),
+    ("/suppliers*", "supplier-frontend"),
+    ("/admin*", "admin-frontend"),
+    ("/user*", "user-frontend"),
+)
+WWW_DEFAULT = "buyer-frontend"
+FRONTEND_HEALTH_CHECK_PATH = "/healthcheck"
+ROUTER_HEALTH_CHECK_PATH = "/_status"

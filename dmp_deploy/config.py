@@ -70,8 +70,9 @@ class Environment:
 @dataclass(frozen=True)
 class Network:
     vpc: Lookup
-    subnets: Lookup  # the private subnets tasks run in
-    load_balancer_security_group: Lookup
+    subnets: Lookup  # the private subnets tasks run in (and the internal load balancer)
+    # The security group of a load balancer the tool does not own: only with public_entry.existing_target_group_arn.
+    load_balancer_security_group: Lookup | None = None
     https_egress_cidrs: list[str] = ("0.0.0.0/0",)  # AWS APIs, ECR, Notify (or VPC endpoints' ranges)
 
     def check(self):
@@ -126,10 +127,15 @@ class AppConfig:
     desired_count: int
     cpu: int
     memory: int
-    target_group_arn: str | None = None
+    target_group_arn: str | None = None  # retired: refused with a pointer to [public_entry]
     enable_execute_command: bool = False
 
     def check(self):
+        if self.target_group_arn is not None:
+            return [("target_group_arn", "is no longer used: the tool creates the public load balancer and the "
+                                         "router's target group itself. Remove this key; to keep serving from a load "
+                                         "balancer that already exists, put this ARN in [public_entry] "
+                                         "existing_target_group_arn instead (see config/README.md)")]
         allowed = FARGATE_CPU_MEMORY.get(self.cpu)
         if allowed is None:
             return [("cpu", f"must be a Fargate CPU size {tuple(FARGATE_CPU_MEMORY)}, got {self.cpu}")]
@@ -138,6 +144,54 @@ class AppConfig:
         if self.desired_count < 0:
             return [("desired_count", "must be 0 or more")]
         return []
+
+
+SSL_POLICY = re.compile(r"^ELBSecurityPolicy-[A-Za-z0-9-]+$")
+
+
+@dataclass(frozen=True)
+class PublicEntry:
+    """The internet's way in: an internet-facing ALB the tool owns (HTTPS 443 with the certificate, HTTP 80
+    redirecting to it) forwarding to the router's target group. Or, with `existing_target_group_arn`, a load
+    balancer the account already has: the tool then creates no public ALB and registers the router with that
+    target group (its security group is network.load_balancer_security_group)."""
+
+    subnets: Lookup | None = None  # the public subnets the internet-facing ALB lives in
+    certificate_arn: str | None = None  # the ACM certificate the HTTPS listener serves ...
+    certificate_domain: str | None = None  # ... or found by its domain name (one of the two)
+    ssl_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"  # TLS 1.2 and 1.3 only
+    existing_target_group_arn: str | None = None
+
+    def check(self):
+        if self.existing_target_group_arn:
+            extra = [k for k in ("subnets", "certificate_arn", "certificate_domain") if getattr(self, k)]
+            problems = [(k, "remove it: with existing_target_group_arn the tool creates no public load balancer, "
+                            "so this key would be ignored") for k in extra]
+            if not re.match(r"^arn:aws:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/.+$",
+                            self.existing_target_group_arn):
+                problems.append(("existing_target_group_arn", "must be a target group ARN "
+                                 "(arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"))
+            return problems
+        problems = []
+        if self.subnets is None:
+            problems.append(("subnets", "missing: the public subnets of the internet-facing load balancer, e.g. "
+                                        "subnets = { tags = { \"dmp:tier\" = \"public\" } }"))
+        if bool(self.certificate_arn) == bool(self.certificate_domain):
+            problems.append(("certificate_arn", "give exactly one of certificate_arn or certificate_domain (the "
+                                                "ACM certificate the HTTPS listener serves)"))
+        if self.certificate_arn and not re.match(r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/.+$",
+                                                 self.certificate_arn):
+            problems.append(("certificate_arn", "must be an ACM certificate ARN "
+                                                "(arn:aws:acm:REGION:ACCOUNT:certificate/ID)"))
+        if not SSL_POLICY.match(self.ssl_policy):
+            problems.append(("ssl_policy", f"must be an ELB security policy name (ELBSecurityPolicy-...), "
+                                           f"got {self.ssl_policy!r}"))
+        return problems
+
+    @property
+    def owned(self) -> bool:
+        """Whether the tool creates and owns the internet-facing load balancer."""
+        return not self.existing_target_group_arn
 
 
 @dataclass(frozen=True)
@@ -221,6 +275,7 @@ class Config:
     images: Images
     add_users: AddUsers
     apps: dict[str, AppConfig]
+    public_entry: PublicEntry
     secrets: dict[str, str]  # logical secret name (used by templates) -> Secrets Manager or SSM ARN
     settings: dict[str, str] = field(default_factory=dict)  # plain values the templates use
     cluster: Cluster = Cluster()
@@ -243,6 +298,16 @@ class Config:
         for key in self.tags:
             if key.startswith(("dmp:", "aws:")):
                 problems.append((f"tags.{key}", "the dmp: and aws: prefixes are reserved"))
+        if self.public_entry and self.network:
+            lb_group = self.network.load_balancer_security_group
+            if self.public_entry.owned and lb_group is not None:
+                problems.append(("network.load_balancer_security_group",
+                                 "remove it: the tool owns the public load balancer and its security group; it is "
+                                 "only for [public_entry] existing_target_group_arn"))
+            if not self.public_entry.owned and lb_group is None:
+                problems.append(("network.load_balancer_security_group",
+                                 "missing: with [public_entry] existing_target_group_arn, name the security group "
+                                 "of that load balancer (the router admits port 80 from it)"))
         if self.secrets_kms_key_arn and not re.match(r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/.+$", self.secrets_kms_key_arn):
             problems.append(("secrets_kms_key_arn", "must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"))
         return problems

@@ -104,7 +104,12 @@ def template_variables(config: Config, image_tags: dict[str, str], stem: str) ->
             return placeholders.SUBNETS
         return placeholders.security_group(names.security_group(config, stem))
 
+    def path_router_url() -> str:
+        """The internal load balancer routing www by path (its DNS name, resolved when the revision is registered)."""
+        return f"http://{placeholders.load_balancer_dns(names.load_balancer(config, names.WWW_LOAD_BALANCER))}"
+
     return {
+        "path_router_url": path_router_url,
         "env": config.environment,
         "config": config,
         "efs_file_system": lambda stem="add-users": efs_id("efs_file_system", stem),

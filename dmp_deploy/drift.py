@@ -82,6 +82,9 @@ WIDENING_RULES: list[tuple[str, str, Any]] = [
     ("service", "assign_public_ip", lambda e, a: a == "ENABLED" and e != a),
     ("service", "enable_execute_command", lambda e, a: bool(a) and not e),
     ("service", "security_groups", _adds_items),
+    ("load_balancer", "scheme", lambda e, a: a == "internet-facing" and e != a),  # www's path router exposed
+    ("load_balancer", "security_groups", _adds_items),
+    ("listener", "protocol", lambda e, a: e == "HTTPS" and a != "HTTPS"),  # served without TLS
 ]
 
 

@@ -43,3 +43,37 @@ def security_group(config: Config, stem: str) -> str:
 
 def add_users_key_alias(config: Config) -> str:
     return f"alias/{config.prefix}-add-users"
+
+
+# Load balancers and target groups: ELB names are at most 32 characters and name_prefix at most 21, so the stems
+# are short. `www` is the internal path router in front of the frontends; `public` the internet-facing entry.
+WWW_LOAD_BALANCER = "www"
+PUBLIC_LOAD_BALANCER = "public"
+TARGET_GROUP_STEMS = {
+    "buyer-frontend": "buyer",
+    "supplier-frontend": "supplier",
+    "briefs-frontend": "briefs",
+    "brief-responses-frontend": "responses",
+    "admin-frontend": "admin",
+    "user-frontend": "user",
+    "router": "router",
+}
+
+
+def load_balancer(config: Config, stem: str) -> str:
+    return f"{config.prefix}-{stem}"
+
+
+def target_group(config: Config, app: str) -> str:
+    """The target group an app's tasks register with (at most 31 characters: see TARGET_GROUP_STEMS)."""
+    return f"{config.prefix}-{TARGET_GROUP_STEMS[app]}"
+
+
+def listener(load_balancer_name: str, port: int) -> str:
+    """A listener is named by its load balancer and port: a load balancer has one listener per port."""
+    return f"{load_balancer_name}:{port}"
+
+
+def load_balancer_group(config: Config, stem: str) -> str:
+    """The security group of one of our load balancers."""
+    return security_group(config, f"{stem}-alb")

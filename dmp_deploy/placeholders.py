@@ -37,3 +37,21 @@ def parse_security_group(value: str) -> str | None:
     if value.startswith(_GROUP_PREFIX) and value.endswith(">"):
         return value[len(_GROUP_PREFIX):-1]
     return None
+
+
+_DNS = re.compile(r"<dns name of load_balancer ([A-Za-z0-9-]+)>")
+
+
+def load_balancer_dns(name: str) -> str:
+    """The placeholder for the DNS name AWS gives our load balancer `name` (known only once it exists)."""
+    return f"<dns name of load_balancer {name}>"
+
+
+def load_balancer_dns_names(value: str) -> list[str]:
+    """The load balancer names whose DNS-name placeholder `value` contains."""
+    return _DNS.findall(value)
+
+
+def replace_load_balancer_dns(value: str, dns_of) -> str:
+    """`value` with each DNS-name placeholder replaced by `dns_of(name)`."""
+    return _DNS.sub(lambda m: dns_of(m.group(1)), value)

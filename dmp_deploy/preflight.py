@@ -9,6 +9,8 @@ creates or updates (and, for `run-task`, the one task definition it runs). For t
   - roles: the task and execution roles, with GetRole, unless the plan creates them or they were just read;
   - target groups: every one the services name, in one DescribeTargetGroups (one per ARN only to tell which
     is missing when that fails);
+  - certificates: the ACM certificate of every HTTPS listener the plan creates or changes, with
+    DescribeCertificate: it must exist and be ISSUED (a certificate pending validation cannot serve);
   - subnets were already resolved by the lookups (lookups.py) before the plan was built.
 Every missing thing is reported at once, as a PlanError: nothing has been changed at that point.
 """
@@ -45,6 +47,7 @@ class References:
     secrets: dict[str, set[str]] = field(default_factory=dict)
     roles: dict[str, set[str]] = field(default_factory=dict)  # role ARN -> users
     target_groups: dict[str, set[str]] = field(default_factory=dict)
+    certificates: dict[str, set[str]] = field(default_factory=dict)  # ACM certificate ARN -> listeners
 
     def add(self, what: dict[str, set[str]], key: str | None, user: str) -> None:
         if key:
@@ -60,7 +63,7 @@ class References:
                 self.add(self.secrets, secret.get("valueFrom"), f"{where} {secret.get('name')}")
 
 
-def references_of_plan(plan: "Plan", desired) -> References:
+def references_of_plan(plan: "Plan", desired, lookups: dict | None = None) -> References:
     """The references of the task definitions and services the plan registers, creates or updates."""
     config = desired.config
     stems = {names.family(config, stem): stem for stem in desired.task_definitions}
@@ -70,10 +73,17 @@ def references_of_plan(plan: "Plan", desired) -> References:
             continue
         if change.kind in ("task_definition", "service") and change.name in stems:
             refs.add_task_definition(change.name, desired.task_definitions[stems[change.name]])
+        if change.kind == "listener":
+            spec = desired.resources.get("listener", {}).get(change.name) or {}
+            certificate = spec.get("certificate")
+            if certificate and not certificate.startswith("arn:"):  # named by domain: what the lookup found
+                certificate = (lookups or {}).get("certificate_arn")
+            refs.add(refs.certificates, certificate, f"listener {change.name}")
         if change.kind == "service":
             spec = desired.resources.get("service", {}).get(change.name) or {}
             for lb in spec.get("load_balancers") or []:
-                refs.add(refs.target_groups, lb.get("targetGroupArn"), f"service {change.name}")
+                if (lb.get("targetGroupArn") or "").startswith("arn:"):  # not ours (ours are named, and planned)
+                    refs.add(refs.target_groups, lb.get("targetGroupArn"), f"service {change.name}")
     return refs
 
 
@@ -81,7 +91,8 @@ def check_plan(rec: "Reconciliation") -> None:
     """apply's preflight: after planning, before the first change."""
     created = {c.name for c in rec.plan.changes if c.kind == "iam_role" and c.action in ("create", "replace")}
     known = set(rec.live.get("iam_role", {}))
-    check(rec.ctx, references_of_plan(rec.plan, rec.desired), roles_present=known, roles_created=created)
+    check(rec.ctx, references_of_plan(rec.plan, rec.desired, rec.ctx.lookups), roles_present=known,
+          roles_created=created)
 
 
 def check(ctx: "Context", refs: References, roles_present: Iterable[str] = (),
@@ -91,7 +102,8 @@ def check(ctx: "Context", refs: References, roles_present: Iterable[str] = (),
     roles = {arn: users for arn, users in refs.roles.items()
              if role_name(arn) not in roles_present | roles_created}
     checks = [lambda: _missing_images(ctx, refs.images), lambda: _missing_secrets(ctx, refs.secrets),
-              lambda: _missing_roles(ctx, roles), lambda: _missing_target_groups(ctx, refs.target_groups)]
+              lambda: _missing_roles(ctx, roles), lambda: _missing_target_groups(ctx, refs.target_groups),
+              lambda: _unusable_certificates(ctx, refs.certificates)]
     missing: list[str] = [line for found in ctx.map(lambda f: f(), checks) for line in found]
     if not ctx.lookups.get("subnet_ids"):
         missing.append("subnets: network.subnets resolved to no subnet")
@@ -236,3 +248,22 @@ def _missing_target_groups(ctx: "Context", groups: dict[str, set[str]]) -> list[
         return None
 
     return [m for m in ctx.map(missing, arns) if m]
+
+
+# --- certificates ----------------------------------------------------------------------------------------
+
+
+def _unusable_certificates(ctx: "Context", certificates: dict[str, set[str]]) -> list[str]:
+    def unusable(arn: str) -> str | None:
+        try:
+            status = ctx.aws.call("acm", "describe_certificate", CertificateArn=arn)["Certificate"].get("Status")
+        except Exception as exc:
+            if error_code(exc) in ("ResourceNotFoundException", "ValidationException"):
+                return f"certificate {arn}: not found in ACM (used by {_users(certificates[arn])})"
+            raise
+        if status != "ISSUED":
+            return (f"certificate {arn}: is {status}, not ISSUED: complete its validation (or name another in "
+                    f"[public_entry]) (used by {_users(certificates[arn])})")
+        return None
+
+    return [m for m in ctx.map(unusable, sorted(certificates)) if m]

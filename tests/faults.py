@@ -60,6 +60,7 @@ class Throttle:
 
 THROTTLES: dict[str, Throttle] = {
     "ec2": Throttle("ec2", 503, "RequestLimitExceeded", "Request limit exceeded."),
+    "acm": Throttle("json1.1", 400, "ThrottlingException", "Rate exceeded"),
     "iam": Throttle("query", 400, "Throttling", "Rate exceeded"),
     "sts": Throttle("query", 400, "Throttling", "Rate exceeded"),
     "elastic-load-balancing-v2": Throttle("query", 400, "Throttling", "Rate exceeded"),

@@ -51,6 +51,7 @@ READS = [
     ("iam", "list_roles", {}, "Throttling"),
     ("sts", "get_caller_identity", {}, "Throttling"),
     ("elbv2", "describe_load_balancers", {}, "Throttling"),
+    ("acm", "list_certificates", {}, "ThrottlingException"),
     ("s3", "list_buckets", {}, "SlowDown"),
     ("efs", "describe_file_systems", {}, "ThrottlingException"),
     ("ecs", "list_clusters", {}, "ThrottlingException"),

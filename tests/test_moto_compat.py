@@ -767,3 +767,31 @@ def test_ecs_refuses_a_started_by_with_characters_ecs_does_not_allow(local_aws):
     (task,) = ecs.run_task(cluster="compat-started-by", taskDefinition="compat-started-by",
                            startedBy="ecs-svc/1_a-B", launchType="FARGATE")["tasks"]
     assert task["startedBy"] == "ecs-svc/1_a-B"
+
+# --- Elastic Load Balancing (issue 10) -------------------------------------------------------------------------
+
+
+def test_elbv2_sets_rule_priorities_against_the_new_order(local_aws):
+    ec2, elb = local_aws.client("ec2"), local_aws.client("elbv2")
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
+    balancer = elb.create_load_balancer(Name="compat-rules", Subnets=subnets, Scheme="internal")
+    vpc = ec2.describe_subnets(SubnetIds=subnets)["Subnets"][0]["VpcId"]
+    group = elb.create_target_group(Name="compat-rules", Protocol="HTTP", Port=80, VpcId=vpc,
+                                    TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+    forward = [{"Type": "forward", "TargetGroupArn": group}]
+    listener = elb.create_listener(LoadBalancerArn=balancer["LoadBalancers"][0]["LoadBalancerArn"], Protocol="HTTP",
+                                   Port=80, DefaultActions=forward)["Listeners"][0]["ListenerArn"]
+    first, second, third = (elb.create_rule(
+        ListenerArn=listener, Priority=p, Actions=forward,
+        Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": [f"/{p}*"]}}])["Rules"][0]["RuleArn"]
+        for p in (1, 2, 3))
+    # A swap in one call: each priority is free in the new order.
+    elb.set_rule_priorities(RulePriorities=[{"RuleArn": first, "Priority": 2}, {"RuleArn": second, "Priority": 1}])
+    by_priority = {r["Priority"]: r["RuleArn"] for r in elb.describe_rules(ListenerArn=listener)["Rules"]}
+    assert (by_priority["1"], by_priority["2"], by_priority["3"]) == (second, first, third)
+    # A priority still held by a rule that is not moving is refused, and nothing moves.
+    with pytest.raises(elb.exceptions.PriorityInUseException):
+        elb.set_rule_priorities(RulePriorities=[{"RuleArn": first, "Priority": 3}])
+    with pytest.raises(elb.exceptions.PriorityInUseException):
+        elb.set_rule_priorities(RulePriorities=[{"RuleArn": first, "Priority": 1}, {"RuleArn": second, "Priority": 3}])
+    assert {r["Priority"]: r["RuleArn"] for r in elb.describe_rules(ListenerArn=listener)["Rules"]} == by_priority

@@ -42,9 +42,19 @@ def test_a_noop_plan_reads_each_thing_once_and_in_batches(applied):
     assert calls["ecs.list_services"] == 1
     assert calls["ecs.describe_services"] == math.ceil(services / 10)
     # Network: the lookups' answers are shared; all security groups of the VPC come in one call.
-    assert calls["ec2.describe_subnets"] == 1
+    assert calls["ec2.describe_subnets"] == 2  # the private subnets, and the public entry's
     assert calls["ec2.describe_vpcs"] == 1
-    assert calls["ec2.describe_security_groups"] == 2  # the load balancer's group (a lookup), then the VPC's
+    assert calls["ec2.describe_security_groups"] == 1  # the VPC's (the public entry's group is ours)
+    # Load balancers: one listing each of load balancers and target groups, tags 20 ARNs a call (load balancers,
+    # target groups, listeners); attributes, listeners and rules have no batch read: one per owner.
+    balancers, groups, listeners = (len(desired[k]) for k in ("load_balancer", "target_group", "listener"))
+    assert (balancers, groups, listeners) == (2, 7, 3)
+    assert calls["elbv2.describe_load_balancers"] == calls["elbv2.describe_target_groups"] == 1
+    assert calls["elbv2.describe_tags"] == 3
+    assert calls["elbv2.describe_load_balancer_attributes"] == calls["elbv2.describe_listeners"] == balancers
+    assert calls["elbv2.describe_target_group_attributes"] == groups
+    assert calls["elbv2.describe_rules"] == listeners
+    assert calls["acm.list_certificates"] == 1  # the certificate named by domain
     # IAM: roles and customer-managed policies from one GetAccountAuthorizationDetails; ListRoles only for
     # MaxSessionDuration, which those details leave out.
     assert calls["iam.get_account_authorization_details"] == 1

@@ -130,7 +130,7 @@ def test_missing_target_group_is_reported_before_anything_changes(local_aws, run
     from test_services import _with_router_target_group
 
     _with_router_target_group(monkeypatch, "arn:aws:elasticloadbalancing:eu-west-2:123456789012:"
-                                           "targetgroup/dmp-local-router/0123456789abcdef")
+                                           "targetgroup/dmp-local-router/0123456789abcdef", local_aws)
     result = run_cli("apply", "--env", "local", "--json")
     assert result.code == 1
     assert "target group arn:aws:elasticloadbalancing:eu-west-2:123456789012:targetgroup/dmp-local-router/" \

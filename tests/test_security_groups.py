@@ -164,12 +164,22 @@ def rules_by_group(config):
 def test_declared_groups_follow_the_call_graph(config):
     rules = rules_by_group(config)
     https = tcp("egress", 443, "cidr", "0.0.0.0/0")
-    lb = ("lookup", LOAD_BALANCER)
-    assert len(rules) == len(APPS) + 2 * len(BACKING_SERVICES) + 2 == 20
-    assert sum(len(r) for r in rules.values()) == 63
+    public, www = ("group", "dmp-local-public-alb"), ("group", "dmp-local-www-alb")
+    assert len(rules) == len(APPS) + 2 * len(BACKING_SERVICES) + 2 + 2 == 22
+    assert sum(len(r) for r in rules.values()) == 62
+    # The router: from the public load balancer; to the apis it proxies, and to www's path router on 80 (never
+    # to a frontend directly).
     assert rules["dmp-local-router"] == {
-        tcp("ingress", 80, *lb), https,
-        *(tcp("egress", 8080, "group", f"dmp-local-{a}") for a in APPS if a != "router")}
+        tcp("ingress", 80, *public), https, tcp("egress", 80, *www),
+        *(tcp("egress", 8080, "group", f"dmp-local-{a}") for a in ("api", "search-api", "antivirus-api"))}
+    assert rules["dmp-local-www-alb"] == {
+        tcp("ingress", 80, "group", "dmp-local-router"),
+        *(tcp("egress", 8080, "group", f"dmp-local-{a}") for a in APPS if a.endswith("-frontend"))}
+    assert rules["dmp-local-public-alb"] == {
+        tcp("ingress", 443, "cidr", "0.0.0.0/0"), tcp("ingress", 80, "cidr", "0.0.0.0/0"),
+        tcp("egress", 80, "group", "dmp-local-router")}
+    for frontend in (a for a in APPS if a.endswith("-frontend")):
+        assert {r for r in rules[f"dmp-local-{frontend}"] if r.direction == "ingress"} == {tcp("ingress", 8080, *www)}
     assert {r.peer[1] for r in rules["dmp-local-api"] if r.direction == "ingress"} == {
         "dmp-local-router", "dmp-local-add-users",
         *(f"dmp-local-{a}" for a in APPS if a.endswith("-frontend"))}
@@ -177,7 +187,6 @@ def test_declared_groups_follow_the_call_graph(config):
                                              tcp("ingress", 8080, "group", "dmp-local-api")}
     assert tcp("egress", 8080, "group", "dmp-local-search-api") in rules["dmp-local-buyer-frontend"]
     assert tcp("egress", 8080, "group", "dmp-local-search-api") not in rules["dmp-local-user-frontend"]
-    assert tcp("ingress", 8080, *lb) in rules["dmp-local-admin-frontend"]
     assert rules["dmp-local-postgres"] == {tcp("ingress", 5432, "group", "dmp-local-postgres-clients")}
     assert rules["dmp-local-postgres-clients"] == {tcp("egress", 5432, "group", "dmp-local-postgres")}
     assert rules["dmp-local-efs"] == {tcp("ingress", 2049, "group", "dmp-local-efs-clients")}
@@ -233,7 +242,9 @@ def rules_of(ec2, group_ids) -> list[dict]:
 
 
 def lb_group_id(ec2) -> str:
-    (g,) = ec2.describe_security_groups(Filters=[{"Name": "tag:Name", "Values": ["dmp-local-alb"]}])["SecurityGroups"]
+    """The public load balancer's group (ours: config/local.toml has the tool own the public entry)."""
+    (g,) = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["dmp-local-public-alb"]}])["SecurityGroups"]
     return g["GroupId"]
 
 
@@ -246,10 +257,10 @@ def test_apply_creates_groups_and_rules_then_converges(local_aws, run_cli):
     assert first.code == 0, first.stderr
     ec2 = local_aws.client("ec2")
     groups = our_groups(ec2)
-    assert len(groups) == 20
+    assert len(groups) == 22
     ids = {g["GroupId"]: n for n, g in groups.items()}
     rules = rules_of(ec2, ids)
-    assert len(rules) == 63
+    assert len(rules) == 62
     assert not [r for r in rules if r["IpProtocol"] == "-1"]  # AWS's default allow-all egress is gone
     router = [r for r in rules if r["GroupId"] == groups["dmp-local-router"]["GroupId"] and not r["IsEgress"]]
     assert [(r["FromPort"], r["ReferencedGroupInfo"]["GroupId"]) for r in router] == [(80, lb_group_id(ec2))]
@@ -267,9 +278,9 @@ def test_apply_creates_groups_and_rules_then_converges(local_aws, run_cli):
 
     plan = run_cli("plan", "--env", "local", "--json")
     assert plan.code == 0, plan.stdout + plan.stderr
-    # one pass over the VPC's groups (ours by tag or by name) serves both kinds; the other call is the load
-    # balancer lookup
-    assert plan.json["calls"]["by_operation"]["ec2.describe_security_groups"] == 2
+    # one pass over the VPC's groups (ours by tag or by name) serves both kinds (no load balancer group to look
+    # up: the tool owns the public entry's)
+    assert plan.json["calls"]["by_operation"]["ec2.describe_security_groups"] == 1
     assert "ec2.describe_security_group_rules" not in plan.json["calls"]["by_operation"]
 
 
@@ -315,7 +326,8 @@ def test_removed_declared_rule_is_added_back(local_aws, run_cli):
     (change,) = sg_changes(plan.json)
     assert change["name"] == "dmp-local-router"
     assert [(f["path"], f["before"], f["after"]) for f in change["fields"]] == [
-        ("ingress", None, {"protocol": "tcp", "from_port": 80, "to_port": 80, "peer": {"lookup": LOAD_BALANCER}})]
+        ("ingress", None, {"protocol": "tcp", "from_port": 80, "to_port": 80,
+                           "peer": {"group": "dmp-local-public-alb"}})]
 
     assert run_cli("apply", "--env", "local").code == 0
     (back,) = [r for r in rules_of(ec2, [router]) if not r["IsEgress"]]

@@ -43,9 +43,13 @@ def test_desired_spec_for_every_environment_and_the_router_behind_its_target_gro
             assert spec["tags"] == state.config.resource_tags()
     production = render_only("production")
     router = production.resources["service"]["dmp-production-router"]
-    assert router["load_balancers"] == [{"targetGroupArn": production.config.apps["router"].target_group_arn,
+    # Our target groups by name (their ARNs are random): the router's behind the public entry, each frontend's
+    # behind the www path router; the apis behind none.
+    assert router["load_balancers"] == [{"targetGroupArn": "dmp-production-router",
                                          "containerName": "http", "containerPort": 80}]
     assert router["health_check_grace_period_seconds"] > 0
+    assert production.resources["service"]["dmp-production-supplier-frontend"]["load_balancers"] == [
+        {"targetGroupArn": "dmp-production-supplier", "containerName": "http", "containerPort": 8080}]
     assert production.resources["service"]["dmp-production-api"]["load_balancers"] == []
 
 
@@ -303,18 +307,25 @@ def test_undeclared_owned_service_is_scaled_down_and_deleted_and_others_are_left
     assert run_cli("plan", "--env", "local").code == 0
 
 
-def test_router_behind_a_target_group(local_aws, run_cli, monkeypatch):
-    """Locally the router has no target group (config/local.toml); give it one to check the load balancer wiring."""
+def test_router_behind_an_existing_target_group(local_aws, run_cli, monkeypatch):
+    """[public_entry] existing_target_group_arn: no public load balancer of ours, the router registers with the
+    account's target group (by ARN), and taken off it out of band is drift that apply puts back."""
     ec2, elb = local_aws.client("ec2"), local_aws.client("elbv2")
     vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["dmp-local"]}])["Vpcs"][0]["VpcId"]
-    target_group = elb.create_target_group(Name="dmp-local-router", Protocol="HTTP", Port=80, VpcId=vpc,
+    target_group = elb.create_target_group(Name="existing-router", Protocol="HTTP", Port=80, VpcId=vpc,
                                            TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
-    _with_router_target_group(monkeypatch, target_group)
+    elb.create_listener(LoadBalancerArn=elb.create_load_balancer(
+        Name="existing", Subnets=[s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2],
+        Scheme="internet-facing")["LoadBalancers"][0]["LoadBalancerArn"],
+        Protocol="HTTP", Port=80, DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group}])
+    _with_router_target_group(monkeypatch, target_group, local_aws)
 
     assert run_cli("apply", "--env", "local").code == 0
     router = _services(local_aws, ["dmp-local-router"])["dmp-local-router"]
     assert router["loadBalancers"] == [{"targetGroupArn": target_group, "containerName": "http", "containerPort": 80}]
     assert router["healthCheckGracePeriodSeconds"] == 60
+    assert [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]] == [
+        "existing", "dmp-local-www"]
     assert run_cli("apply", "--env", "local", "--json").json["calls"]["mutating"] == 0
 
     # Taken off the target group out of band: detected and put back.
@@ -325,12 +336,21 @@ def test_router_behind_a_target_group(local_aws, run_cli, monkeypatch):
     assert run_cli("plan", "--env", "local").code == 0
 
 
-def _with_router_target_group(monkeypatch, arn):
+def _with_router_target_group(monkeypatch, arn, local_aws):
+    """Config as if [public_entry] named only existing_target_group_arn and network.load_balancer_security_group
+    that load balancer's group (created here, as the account would have it)."""
     from dmp_deploy import session
+    from dmp_deploy.config import Lookup, PublicEntry
+
+    ec2 = local_aws.client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["dmp-local"]}])["Vpcs"][0]["VpcId"]
+    ec2.create_security_group(GroupName="dmp-local-alb", Description="theirs", VpcId=vpc, TagSpecifications=[
+        {"ResourceType": "security-group", "Tags": [{"Key": "Name", "Value": "dmp-local-alb"}]}])
 
     def load(env, config_dir=None):
         config = load_config(env, config_dir)
-        apps = {**config.apps, "router": dataclasses.replace(config.apps["router"], target_group_arn=arn)}
-        return dataclasses.replace(config, apps=apps)
+        network = dataclasses.replace(config.network,
+                                      load_balancer_security_group=Lookup(tags={"Name": "dmp-local-alb"}))
+        return dataclasses.replace(config, public_entry=PublicEntry(existing_target_group_arn=arn), network=network)
 
     monkeypatch.setattr(session, "load_config", load)

@@ -951,3 +951,38 @@ def ecs_checks_started_by() -> None:
         return run_task(self, cluster_str, task_definition_str, count, overrides, started_by, *args, **kwargs)
 
     EC2ContainerServiceBackend.run_task = checked_run_task
+
+
+# --- Elastic Load Balancing: the public entry and the www path router (issue 10) ---------------------------
+
+
+@gap
+def elbv2_sets_rule_priorities_against_the_new_order() -> None:
+    """AWS: SetRulePriorities "can reorder the rules as long as there are no priority conflicts in the new
+    order": swapping two rules' priorities in one call is allowed. moto 5.2.5 refuses any priority another
+    rule holds now (PriorityInUse), even one that rule is moving away from in the same call."""
+    from moto.elbv2.exceptions import DuplicatePriorityError, PriorityInUseError, RuleNotFoundError
+    from moto.elbv2.models import ELBv2Backend
+
+    def set_rule_priorities(self, rule_priorities):
+        priorities = [p["Priority"] for p in rule_priorities]
+        if len(set(priorities)) != len(priorities):
+            raise DuplicatePriorityError(next(p for p in priorities if priorities.count(p) > 1))
+        moving = {p["RuleArn"]: p["Priority"] for p in rule_priorities}
+        for arn, priority in moving.items():
+            rules = self.describe_rules(listener_arn=None, rule_arns=[arn])
+            if not rules:
+                raise RuleNotFoundError()
+            listener = self.describe_listeners(None, [rules[0].listener_arn])[0]
+            for other in listener.rules.values():
+                # Conflicts are judged in the new order: a rule moving away frees its priority.
+                if other.arn != arn and str(moving.get(other.arn, other.priority)) == str(priority):
+                    raise PriorityInUseError()
+        modified = []
+        for arn, priority in moving.items():  # as moto's own: the priority as the request gave it
+            rule = self.describe_rules(listener_arn=None, rule_arns=[arn])[0]
+            rule.priority = priority
+            modified.append(rule)
+        return modified
+
+    ELBv2Backend.set_rule_priorities = set_rule_priorities

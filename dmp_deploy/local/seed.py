@@ -1,12 +1,12 @@
 """What a real account would already have before dmp-deploy runs (dmp-reference.md section 6), created in
-the embedded AWS: the VPC and private subnets, the load balancer's security group, every secret the local
+the embedded AWS: the VPC with its private and public subnets, an ACM certificate, every secret the local
 config names, with dummy values, and every ECR image the task definitions name at the configured tags (a
 dummy manifest per tag). Idempotent: found by tag or name before anything is made.
 
 There is no CI locally to push the build `apply --image APP=TAG` names: `apply` pushes it with `seed_images`
 first (local only), so any tag can be deployed locally while preflight still finds images that are missing.
-The local router has no target group (apps.router.target_group_arn is unset in config/local.toml): a target
-group's ARN is random, so config could not name a seeded one.
+For the public entry (config [public_entry]): two public subnets and an ISSUED certificate for
+certificate_domain (imported and self-signed: config names it by domain because its ARN is random).
 """
 
 from __future__ import annotations
@@ -61,8 +61,19 @@ def seed(endpoint: str, config: Config) -> dict:
                               TagSpecifications=[{"ResourceType": "subnet", "Tags": [
                                   {"Key": k, "Value": v} for k, v in tags.items()]}])
 
-    lb_tags = net.load_balancer_security_group.tags or {"Name": f"{config.prefix}-alb"}
-    if not find("sg", lb_tags):
+    entry = config.public_entry
+    if entry.owned and entry.subnets is not None and entry.subnets.tags and not find("subnet", entry.subnets.tags):
+        for i, az in enumerate(("a", "b")):
+            tags = {**entry.subnets.tags, "Name": f"{config.prefix}-public-{az}"}
+            ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.42.{100 + i}.0/24", AvailabilityZone=f"{region}{az}",
+                              TagSpecifications=[{"ResourceType": "subnet", "Tags": [
+                                  {"Key": k, "Value": v} for k, v in tags.items()]}])
+    if entry.owned and entry.certificate_domain:
+        seed_certificate(endpoint, region, entry.certificate_domain)
+
+    lb_group = net.load_balancer_security_group  # only with public_entry.existing_target_group_arn
+    lb_tags = (lb_group.tags or {"Name": f"{config.prefix}-alb"}) if lb_group else None
+    if lb_tags and not find("sg", lb_tags):
         ec2.create_security_group(
             GroupName=_tag_value(lb_tags, "Name", f"{config.prefix}-alb"), VpcId=vpc_id,
             Description="public load balancer (exists before dmp-deploy)",
@@ -87,6 +98,34 @@ def seed(endpoint: str, config: Config) -> dict:
     seed_images(endpoint, config,
                 desired.render_task_definitions(config, {app: c.image_tag for app, c in config.apps.items()}))
     return {"vpc_id": vpc_id}
+
+
+def seed_certificate(endpoint: str, region: str, domain: str) -> str:
+    """An ISSUED ACM certificate for `domain` (config names it by public_entry.certificate_domain: an ARN would
+    be random). Imported, self-signed: a requested one stays PENDING_VALIDATION, with no DNS to validate it."""
+    acm = _client("acm", endpoint, region)
+    for summary in acm.list_certificates(CertificateStatuses=["ISSUED"])["CertificateSummaryList"]:
+        if summary.get("DomainName") == domain:
+            return summary["CertificateArn"]
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=3650))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    return acm.import_certificate(
+        Certificate=certificate.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))["CertificateArn"]
 
 
 def seed_images(endpoint: str, config: Config, task_definitions: dict[str, dict]) -> list[str]:

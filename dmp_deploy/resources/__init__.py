@@ -13,6 +13,7 @@ from dmp_deploy.resources.event_rule import EventRules
 from dmp_deploy.resources.iam_policies import IamPolicies
 from dmp_deploy.resources.iam_roles import IamRoles
 from dmp_deploy.resources.kms_keys import KmsKeys
+from dmp_deploy.resources.load_balancers import ListenerRules, Listeners, LoadBalancers, TargetGroups
 from dmp_deploy.resources.log_groups import LogGroups
 from dmp_deploy.resources.release_record import ReleaseRecords
 from dmp_deploy.resources.security_groups import SecurityGroupRules, SecurityGroups
@@ -30,6 +31,7 @@ def all_kinds() -> list[ResourceKind]:
         Bucket(),
         SecurityGroups(),
         SecurityGroupRules(),
+        LoadBalancers(), TargetGroups(), Listeners(), ListenerRules(),  # the public entry and the www path router
         IamRoles(),  # after every kind that declares _extra_iam_roles
         IamPolicies(),  # after every kind that declares _extra_iam_policies
         FileSystems(), MountTargets(), AccessPoints(),  # after IamRoles and KmsKeys: reads their declarations

@@ -6,7 +6,11 @@ Which groups:
     behind it); egress to each app it calls, on that app's port, and 443 to `network.https_egress_cidrs`;
   - a pair per backing service (postgres, redis, opensearch, efs): `<prefix>-<svc>` admits the port only from
     `<prefix>-<svc>-clients`, which has egress on that port to it. Tasks gain access by listing the clients group;
-  - the add-users task (api on 8080, 443 out) and its file copier (443 out only).
+  - the add-users task (api on 8080, 443 out) and its file copier (443 out only);
+  - one per load balancer the tool owns (load_balancers.py): `<prefix>-www-alb` admits 80 from the router only and
+    reaches the frontends on 8080 (the frontends admit 8080 from it, not from the router); `<prefix>-public-alb`
+    admits 443 and 80 from anywhere and reaches the router on 80. With public_entry.existing_target_group_arn
+    there is no public group: the router admits 80 from network.load_balancer_security_group instead.
 Every group's egress is declared: AWS's default allow-all egress rule is revoked wherever it is not declared.
 
 Canonical forms:
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from dmp_deploy import canonical, names
-from dmp_deploy.apps import APPS, BACKING_SERVICES, HTTP_PORT, HTTPS, callers_of
+from dmp_deploy.apps import APPS, BACKING_SERVICES, FRONTENDS, HTTP_PORT, HTTPS, callers_of
 from dmp_deploy.aws import error_code
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ApplyError
@@ -48,11 +52,15 @@ RULES_KIND = "security_group_rules"
 DIRECTIONS = ("ingress", "egress")
 LOAD_BALANCER = "load_balancer_security_group"  # the config key naming the load balancer's group
 ADD_USERS = "add-users"
+WWW_ALB = f"{names.WWW_LOAD_BALANCER}-alb"  # stems of our load balancers' groups (names.load_balancer_group)
+PUBLIC_ALB = f"{names.PUBLIC_LOAD_BALANCER}-alb"
+HTTP_LISTENER_PORT = 80  # both load balancers' plain-HTTP listener (the internal one's only listener)
 ADD_USERS_COPIER = "add-users-copier"
 DESCRIBE_PAGE = 1000  # DescribeSecurityGroups returns at most 1000 groups a page
 
 # Tag dmp:role of each group.
 ROLE_APP, ROLE_BACKING, ROLE_CLIENTS, ROLE_TASK = "app", "backing-service", "backing-service-clients", "one-off-task"
+ROLE_LOAD_BALANCER = "load-balancer"
 
 # ---------------------------------------------------------------------------------------------------------
 # Rules: the atomic tuple and its normalisation
@@ -225,8 +233,13 @@ def declared_groups(config: Config) -> dict[str, DeclaredGroup]:
     for app in APPS.values():
         rules = set(https_out)
         rules |= {tcp("ingress", app.port, "group", sg(caller)) for caller in callers_of(app.name)}
-        if app.behind_load_balancer:
-            rules.add(tcp("ingress", app.port, "lookup", LOAD_BALANCER))
+        if app.name in FRONTENDS:  # through the path router (the internal load balancer)
+            rules.add(tcp("ingress", app.port, "group", sg(WWW_ALB)))
+        elif app.behind_load_balancer:  # the router, behind the public entry: ours, or one the account has
+            rules.add(tcp("ingress", app.port, "group", sg(PUBLIC_ALB)) if config.public_entry.owned
+                      else tcp("ingress", app.port, "lookup", LOAD_BALANCER))
+        if app.name == "router":
+            rules.add(tcp("egress", HTTP_LISTENER_PORT, "group", sg(WWW_ALB)))
         if app.name == "api":
             rules.add(tcp("ingress", app.port, "group", sg(ADD_USERS)))
         rules |= {tcp("egress", APPS[called].port, "group", sg(called)) for called in app.calls}
@@ -242,6 +255,18 @@ def declared_groups(config: Config) -> dict[str, DeclaredGroup]:
         groups[clients] = DeclaredGroup(
             f"dmp-deploy: clients of {service.name}; tasks listing this group may reach {service.name}",
             ROLE_CLIENTS, frozenset({tcp("egress", service.port, "group", resource)}))
+
+    groups[sg(WWW_ALB)] = DeclaredGroup(
+        "dmp-deploy: the internal load balancer routing www by path; from the router to the frontends",
+        ROLE_LOAD_BALANCER,
+        frozenset({tcp("ingress", HTTP_LISTENER_PORT, "group", sg("router"))}
+                  | {tcp("egress", APPS[f].port, "group", sg(f)) for f in FRONTENDS}))
+    if config.public_entry.owned:
+        groups[sg(PUBLIC_ALB)] = DeclaredGroup(
+            "dmp-deploy: the internet-facing load balancer; HTTPS and HTTP from anywhere, to the router only",
+            ROLE_LOAD_BALANCER,
+            frozenset({tcp("ingress", port, "cidr", "0.0.0.0/0") for port in (HTTPS, HTTP_LISTENER_PORT)}
+                      | {tcp("egress", APPS["router"].port, "group", sg("router"))}))
 
     groups[sg(ADD_USERS)] = DeclaredGroup(
         "dmp-deploy: the add-users task; reaches the api and AWS APIs only", ROLE_TASK,

@@ -12,7 +12,8 @@ Canonical form:
       "subnets": "network.subnets",            # the config lookup; live ids that are not its answer are listed
       "security_groups": ["dmp-local-api", "dmp-local-postgres-clients"],  # NAMES, sorted; unknown ids stay ids
       "assign_public_ip": "DISABLED",
-      "load_balancers": [{"targetGroupArn": ..., "containerName": "http", "containerPort": 80}],
+      "load_balancers": [{"targetGroupArn": "dmp-local-router", "containerName": "http", "containerPort": 80}],
+                                               # our target groups by NAME (their ARNs are random), others by ARN
       "health_check_grace_period_seconds": 60, # 0 without a load balancer
       "deployment_circuit_breaker": {"enable": true, "rollback": true},
       "minimum_healthy_percent": 100, "maximum_percent": 200,
@@ -47,6 +48,7 @@ from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import task_definitions as tds
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 from dmp_deploy.resources.cluster import strategy as canonical_strategy
+from dmp_deploy.resources.load_balancers import RULES_KIND, TG_KIND as TARGET_GROUP_KIND, service_target_group
 
 KIND = "service"
 SUBNETS_LOOKUP = "network.subnets"  # the canonical value for "the private subnets the config looks up"
@@ -76,17 +78,24 @@ def capacity_provider_strategy(config: Config) -> list[dict]:
 
 
 def load_balancers(config: Config, app: str, task_definition: dict) -> list[dict]:
-    """The app's target group (config apps.<app>.target_group_arn), on the container that listens on its port."""
-    target_group = config.apps[app].target_group_arn
+    """The app's target group (load_balancers.service_target_group: ours by name, or the configured existing
+    ARN), on the container that listens on its port."""
+    target_group = service_target_group(config, app)
     if not target_group:
         return []
     port = APPS[app].port
     container = next((c["name"] for c in task_definition.get("containerDefinitions", [])
                       if any(m.get("containerPort") == port for m in c.get("portMappings") or [])), None)
     if container is None:
-        raise ConfigError(f"task_definitions/{app}.json.j2 has no container listening on port {port} for the "
-                       f"target group in apps.{app}.target_group_arn")
+        raise ConfigError(f"task_definitions/{app}.json.j2 has no container listening on port {port} for its "
+                          f"target group {target_group}")
     return [{"targetGroupArn": target_group, "containerName": container, "containerPort": port}]
+
+
+def load_balancers_for_api(ctx: Context, specs: list[dict]) -> list[dict]:
+    """The spec's load balancers with our target groups' names resolved to ARNs."""
+    return [{**lb, "targetGroupArn": lb["targetGroupArn"] if lb["targetGroupArn"].startswith("arn:")
+             else ctx.registry.get(TARGET_GROUP_KIND, lb["targetGroupArn"], "arn")} for lb in specs]
 
 
 def desired_spec(config: Config, app: str, task_definition: dict) -> dict:
@@ -110,15 +119,19 @@ def desired_spec(config: Config, app: str, task_definition: dict) -> dict:
     }
 
 
-def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str], up_to_date: set[str]) -> dict:
+def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str], up_to_date: set[str],
+              target_group_names: dict[str, str] | None = None) -> dict:
     """A DescribeServices entry in canonical form. `group_names` maps our groups' ids to names, `subnet_ids`
-    is what network.subnets resolves to, `up_to_date` holds the revision ARNs with the template's content."""
+    is what network.subnets resolves to, `up_to_date` holds the revision ARNs with the template's content,
+    `target_group_names` maps our target groups' ARNs to names."""
+    tg_names = target_group_names or {}
     vpc = (service.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
     deployment = service.get("deploymentConfiguration") or {}
     breaker = deployment.get("deploymentCircuitBreaker") or {}
     running = service.get("taskDefinition")
     subnets = sorted(vpc.get("subnets") or [])
-    lbs = sorted(({"targetGroupArn": lb.get("targetGroupArn"), "containerName": lb.get("containerName"),
+    lbs = sorted(({"targetGroupArn": tg_names.get(lb.get("targetGroupArn"), lb.get("targetGroupArn")),
+                   "containerName": lb.get("containerName"),
                    "containerPort": lb.get("containerPort")} for lb in service.get("loadBalancers") or []),
                  key=lambda lb: (lb["targetGroupArn"] or "", lb["containerName"] or ""))
     if service.get("capacityProviderStrategy"):
@@ -198,7 +211,9 @@ def cluster_services(ctx: Context) -> list[dict]:
 
 class Services(ResourceKind):
     kind = KIND
-    depends_on = ("cluster", "task_definition", "security_group", "iam_role", "log_group")
+    # ECS refuses a target group no load balancer uses: a frontend's is used once a listener rule forwards to it.
+    depends_on = ("cluster", "task_definition", "security_group", "iam_role", "log_group", TARGET_GROUP_KIND,
+                  RULES_KIND)
 
     def desired(self, state) -> dict[str, dict]:
         config = state.config
@@ -219,12 +234,13 @@ class Services(ResourceKind):
 
         up_to_date = self._up_to_date_revisions(ctx, ours)
         group_names = ctx.registry.names_by("security_group", "id")
+        tg_names = ctx.registry.names_by(TARGET_GROUP_KIND, "arn")
         out = {}
         for service in ours:
             name = service["serviceName"]
             ctx.registry.put(self.kind, name, arn=service["serviceArn"])
             out[name] = Live(
-                spec=live_spec(service, group_names, ctx.lookups.get("subnet_ids", []), up_to_date),
+                spec=live_spec(service, group_names, ctx.lookups.get("subnet_ids", []), up_to_date, tg_names),
                 ids={"arn": service["serviceArn"], "task_definition_arn": service.get("taskDefinition")},
             )
         return out
@@ -267,7 +283,7 @@ class Services(ResourceKind):
             "tags": _tag_list(spec["tags"]),
         }
         if spec["load_balancers"]:
-            params["loadBalancers"] = spec["load_balancers"]
+            params["loadBalancers"] = load_balancers_for_api(ctx, spec["load_balancers"])
             params["healthCheckGracePeriodSeconds"] = spec["health_check_grace_period_seconds"]
         service = ctx.aws.call("ecs", "create_service", **params)["service"]
         ctx.registry.put(self.kind, name, arn=service["serviceArn"])
@@ -288,7 +304,7 @@ class Services(ResourceKind):
             params["capacityProviderStrategy"] = spec["capacity_provider_strategy"]
             params["forceNewDeployment"] = True  # AWS requires it to move tasks to another strategy
         if "load_balancers" in fields:
-            params["loadBalancers"] = spec["load_balancers"]
+            params["loadBalancers"] = load_balancers_for_api(ctx, spec["load_balancers"])
         if "health_check_grace_period_seconds" in fields and spec["load_balancers"]:
             params["healthCheckGracePeriodSeconds"] = spec["health_check_grace_period_seconds"]
         if "enable_execute_command" in fields:

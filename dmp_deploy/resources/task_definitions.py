@@ -23,7 +23,8 @@ Deregistering holds no data: no --allow-destroy needed.
 
 EFS volumes name the file system and access point by placeholder (efs.py, `with_ids`): the hash covers the
 placeholders, and a live id that no longer reads back as the declared resource (it is being replaced) makes the
-family register a revision with the new id in the same apply.
+family register a revision with the new id in the same apply. Our load balancers' DNS names (the router's
+DM_FRONTEND_URL) work the same way (load_balancers.py, `with_dns_names`).
 
 Reads (a no-op plan): one account-wide ListTaskDefinitions of ACTIVE revisions, grouped by family here;
 DescribeTaskDefinition of each family's target revision; the cluster's services (shared with the services
@@ -44,7 +45,7 @@ import botocore.session
 from dmp_deploy import names
 from dmp_deploy.aws import error_code
 from dmp_deploy.plan import FieldChange
-from dmp_deploy.resources import efs
+from dmp_deploy.resources import efs, load_balancers
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 
 CONTENT_HASH_TAG = "dmp:content-hash"
@@ -299,7 +300,7 @@ class TaskDefinitions(ResourceKind):
     kind = "task_definition"
     # The access point: its live id reads back as its name (or as "to be replaced"), and a replaced one is
     # created before the revisions that name it are registered.
-    depends_on = ("log_group", "iam_role", efs.ACCESS_POINT_KIND)
+    depends_on = ("log_group", "iam_role", efs.ACCESS_POINT_KIND, load_balancers.LB_KIND)
     # A release pins the exact revision each family ran: `revert` (and `drift`) compare with and deploy that one.
     pin_key = "arn"
 
@@ -346,7 +347,8 @@ class TaskDefinitions(ResourceKind):
                 if tags.get("dmp:env") != config.env or tags.get("dmp:managed-by") != "dmp-deploy":
                     continue  # a family with our prefix that is not ours: never touched
             live = Live(
-                spec={**canonical_definition(efs.with_placeholders(ctx, answer["taskDefinition"])), "tags": tags},
+                spec={**canonical_definition(load_balancers.with_dns_placeholders(
+                    ctx, efs.with_placeholders(ctx, answer["taskDefinition"]))), "tags": tags},
                 ids={"arn": newest_arn, "revision": newest_revision, "arns": [arn for _, arn in revisions]},
             )
             out[family] = live
@@ -372,7 +374,8 @@ class TaskDefinitions(ResourceKind):
         # The hash tag says what content the revision was registered with, whatever AWS added since.
         # EFS ids are placeholders in the hashed content: a replaced access point changes the live side only.
         if (live.spec["tags"].get(CONTENT_HASH_TAG) != desired["tags"][CONTENT_HASH_TAG]
-                or efs.volume_references(desired) != efs.volume_references(live.spec)):
+                or efs.volume_references(desired) != efs.volume_references(live.spec)
+                or load_balancers.dns_references(desired) != load_balancers.dns_references(live.spec)):
             changes = content_changes(content_of(desired), content_of(live.spec))
             if changes:
                 changes.insert(0, FieldChange(
@@ -405,7 +408,7 @@ class TaskDefinitions(ResourceKind):
 
     def _register(self, ctx: Context, family: str, spec: dict) -> None:
         # "Too many concurrent attempts to create a new revision" is retried by the seam.
-        answer = ctx.aws.call("ecs", "register_task_definition", **efs.with_ids(ctx, content_of(spec)),
+        answer = ctx.aws.call("ecs", "register_task_definition", **load_balancers.with_dns_names(ctx, efs.with_ids(ctx, content_of(spec))),
                               tags=[{"key": k, "value": v} for k, v in sorted(spec["tags"].items())])
         arn = answer["taskDefinition"]["taskDefinitionArn"]
         ctx.registry.put(self.kind, family, arn=arn, revision=family_and_revision(arn)[1])
@@ -429,8 +432,10 @@ class TaskDefinitions(ResourceKind):
             candidate = describe(ctx, arn)
             if _hash_of(candidate) != want:
                 continue
-            content = canonical_definition(efs.with_placeholders(ctx, candidate["taskDefinition"]))
-            if efs.volume_references(spec) == efs.volume_references(content):  # not an access point since replaced
+            content = canonical_definition(load_balancers.with_dns_placeholders(
+                ctx, efs.with_placeholders(ctx, candidate["taskDefinition"])))
+            if (efs.volume_references(spec) == efs.volume_references(content)
+                    and load_balancers.dns_references(spec) == load_balancers.dns_references(content)):  # not an access point since replaced
                 return (revision, arn), candidate
         return None
 
