@@ -76,3 +76,20 @@ APPS: dict[str, App] = {
 def callers_of(app_name: str) -> list[str]:
     """The apps that call `app_name`, sorted."""
     return sorted(a.name for a in APPS.values() if app_name in a.calls)
+
+
+# The order apply rolls services out in, tier by tier (resources/services.py): a tier starts changing only once
+# every rollout of the tiers before it has succeeded. The APIs first: buyer-frontend and admin-frontend call the
+# api while they start, and would never turn healthy without it. The router last: nginx resolves its upstreams'
+# names when it starts, and they exist only once their tasks are registered (Cloud Map). The api calls the
+# search-api, but only while serving requests, so they start together.
+START_ORDER: tuple[tuple[str, ...], ...] = (
+    ("api", "search-api", "antivirus-api"),
+    FRONTENDS,
+    ("router",),
+)
+
+
+def start_tier(app_name: str) -> int:
+    """The index of the app's tier in START_ORDER."""
+    return next(i for i, tier in enumerate(START_ORDER) if app_name in tier)

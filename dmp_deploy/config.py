@@ -11,7 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dmp_deploy import schema
 from dmp_deploy.apps import APPS
@@ -31,6 +31,11 @@ FARGATE_CPU_MEMORY = {  # cpu units -> allowed memory (MiB) for Fargate tasks
     2048: tuple(range(4096, 16385, 1024)),
     4096: tuple(range(8192, 30721, 1024)),
 }
+
+
+# Settings that were URLs of other apps, hand-written per environment: now derived from the Cloud Map names
+# (names.internal_url). Setting key -> the app whose URL it was.
+DERIVED_SETTINGS = {"data_api_url": "api", "search_api_url": "search-api", "antivirus_api_url": "antivirus-api"}
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,9 @@ class Images:
 
 @dataclass(frozen=True)
 class AddUsers:
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "api_internal_url": "the api's internal URL is now derived from the environment's service discovery "
+                            "namespace (http://api.<name_prefix>.internal:8080); remove the key"}
     bucket_name: str
     upload_prefix: str = "uploads/"
     kms_key_arn: str | None = None  # none: the tool creates and owns a key (alias/<prefix>-add-users)
@@ -156,7 +164,6 @@ class AddUsers:
     # because moto ignores the policy's conditions and would deny every request (see moto_compat.py).
     enforce_tls_in_bucket_policy: bool = True
     max_file_bytes: int = 1_048_576
-    api_internal_url: str = "http://api.internal:8080"
     task_timeout_seconds: int = 900
     # The EFS file system the tasks share the uploaded file through (dmp_deploy/resources/efs.py).
     efs_kms_key_arn: str | None = None  # none: the add-users key (kms_key_arn, or the one the tool owns)
@@ -219,6 +226,10 @@ class Config:
             if not SECRET_ARN.match(arn):
                 problems.append((f"secrets.{key}", "must be a Secrets Manager secret ARN or an SSM parameter "
                                                    "ARN (the value itself never goes in config)"))
+        for key in sorted(set(self.settings) & set(DERIVED_SETTINGS)):
+            problems.append((f"settings.{key}", f"no longer a setting: {DERIVED_SETTINGS[key]} is now derived from "
+                                                f"the environment's service discovery namespace "
+                                                f"(templates: internal_url(\"{DERIVED_SETTINGS[key]}\")); remove the key"))
         for key in self.tags:
             if key.startswith(("dmp:", "aws:")):
                 problems.append((f"tags.{key}", "the dmp: and aws: prefixes are reserved"))
