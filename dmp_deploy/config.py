@@ -226,6 +226,14 @@ class Config:
             if not SECRET_ARN.match(arn):
                 problems.append((f"secrets.{key}", "must be a Secrets Manager secret ARN or an SSM parameter "
                                                    "ARN (the value itself never goes in config)"))
+        namespace = f"{self.environment.name_prefix}.internal"  # names.namespace (names.py imports this module)
+        for key, value in sorted(self.settings.items()):
+            host = _host(value)
+            if host.endswith(f".{namespace}") and host.removesuffix(f".{namespace}") not in APPS:
+                problems.append((f"settings.{key}", f"{host} is inside the service discovery namespace {namespace}, "
+                                                    f"where only the apps are registered: it would not resolve. "
+                                                    f"Use the service's own endpoint (e.g. an OpenSearch domain's "
+                                                    f"VPC endpoint)"))
         for key in sorted(set(self.settings) & set(DERIVED_SETTINGS)):
             problems.append((f"settings.{key}", f"no longer a setting: {DERIVED_SETTINGS[key]} is now derived from "
                                                 f"the environment's service discovery namespace "
@@ -248,6 +256,14 @@ class Config:
     def resource_tags(self, **extra: str) -> dict[str, str]:
         """The tags every owned resource carries: ownership first, so that a lost state never duplicates."""
         return {**self.tags, **extra, "dmp:env": self.env, "dmp:managed-by": "dmp-deploy"}
+
+
+def _host(value) -> str:
+    """The host name in a URL (or a bare host[:port]) setting, lower-cased; "" when there is none."""
+    if not isinstance(value, str):
+        return ""
+    rest = value.split("://", 1)[-1]
+    return rest.split("/", 1)[0].split("@")[-1].rsplit(":", 1)[0].lower() if rest else ""
 
 
 def available_environments(config_dir: Path | None = None) -> list[str]:

@@ -254,3 +254,42 @@ def test_an_undeclared_owned_service_is_deleted_and_what_is_not_ours_is_left_alo
     theirs = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [other], "Condition": "EQ"}])["Services"]
     assert [s["Name"] for s in theirs] == ["api"]
     assert run_cli("plan", "--env", "local").code == 0
+
+
+def test_the_security_groups_allow_every_call_the_derived_urls_make():
+    """Names resolving is not enough: each task that calls an internal URL may leave on that port to the app's
+    group, and the app's group admits it (DNS to the VPC resolver is never filtered by security groups)."""
+    state = render_only("staging")
+    rules = state.resources["security_group_rules"]
+    caller_group = {**{app: app for app in APPS}, "db-migration": "api", "add-users": "add-users"}
+    calls = set()
+    for stem, document in state.task_definitions.items():
+        for container in document["containerDefinitions"]:
+            for variable in container.get("environment") or []:
+                for host, port in re.findall(r"http://([a-z-]+)\.dmp-staging\.internal:(\d+)", variable["value"]):
+                    calls.add((stem, host, int(port)))
+    assert {(s, h) for s, h, _ in calls} >= {("router", "api"), ("router", "search-api"), ("router", "antivirus-api"),
+                                             ("api", "search-api"), ("buyer-frontend", "search-api"),
+                                             ("add-users", "api"), *((f, "api") for f in FRONTEND_STEMS)}
+    for stem, host, port in sorted(calls):
+        source, target = f"dmp-staging-{caller_group[stem]}", f"dmp-staging-{host}"
+        rule = {"protocol": "tcp", "from_port": port, "to_port": port}
+        assert {**rule, "peer": {"group": target}} in rules[source]["egress"], (stem, host)
+        assert {**rule, "peer": {"group": source}} in rules[target]["ingress"], (stem, host)
+
+
+FRONTEND_STEMS = ("buyer-frontend", "supplier-frontend", "briefs-frontend", "brief-responses-frontend",
+                  "admin-frontend", "user-frontend")
+
+
+def test_a_setting_naming_a_host_inside_the_namespace_that_is_no_app_is_refused(tmp_path, monkeypatch):
+    load = _config_with(tmp_path, monkeypatch, 'elasticsearch_host = "https://opensearch.dmp-local.invalid:443"',
+                        'elasticsearch_host = "https://opensearch.dmp-local.internal:443"')
+    with pytest.raises(ConfigError, match=r"settings\.elasticsearch_host: opensearch\.dmp-local\.internal is inside "
+                                          r"the service discovery namespace dmp-local\.internal"):
+        load()
+    # An app's own name there is fine (the router's DM_FRONTEND_URL may name one), and so is another domain.
+    assert _config_with(tmp_path, monkeypatch, 'elasticsearch_host = "https://opensearch.dmp-local.invalid:443"',
+                        'elasticsearch_host = "https://search-api.dmp-local.internal:8080"')()
+    assert _config_with(tmp_path, monkeypatch, 'elasticsearch_host = "https://opensearch.dmp-local.invalid:443"',
+                        'elasticsearch_host = "https://vpc-search.eu-west-2.es.amazonaws.com"')()

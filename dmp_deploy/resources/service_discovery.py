@@ -50,7 +50,7 @@ NAMESPACE_KIND = "cloud_map_namespace"
 SERVICE_KIND = "cloud_map_service"
 ROUTING_POLICY = "MULTIVALUE"
 # Seconds resolvers may cache an app's addresses: short, so that a task replaced by a rollout stops being
-# called soon after it is deregistered (ECS drains it for longer than this).
+# called soon after ECS deregisters it.
 RECORD_TTL = 10
 HEALTH_CUSTOM = "custom"  # ECS reports task health (HealthCheckCustomConfig); AWS always uses threshold 1
 OPERATION_TIMEOUT_SECONDS = 600  # a namespace operation normally takes well under a minute
