@@ -756,6 +756,16 @@ def test_ecs_lists_come_in_pages_like_aws(local_aws):
 # --- Service discovery (Cloud Map) and ECS service registries ------------------------------------------------
 
 
+def _discovery(local_aws):
+    """A Cloud Map client for DiscoverInstances: its endpoint is `data-<host>`, a prefix a local endpoint lacks."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("servicediscovery", endpoint_url=local_aws.endpoint, region_name=local_aws.region,
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(inject_host_prefix=False))
+
+
 def _namespace(local_aws, name, vpc=None):
     """Create a private DNS namespace and wait for its operation, as the tool does; its id."""
     sd = local_aws.client("servicediscovery")
@@ -829,3 +839,29 @@ def test_ecs_service_registry_changes_start_a_deployment(local_aws, service_worl
     ecs.update_service(cluster="compat-svc", service="compat-web", serviceRegistries=[{"registryArn": registry}])
     (same,) = ecs.describe_services(cluster="compat-svc", services=["compat-web"])["services"]
     assert same["deployments"][0]["id"] == after["deployments"][0]["id"]  # unchanged: no deployment
+
+
+def test_ecs_registers_service_tasks_in_cloud_map(local_aws, service_world):
+    sd, ecs = local_aws.client("servicediscovery"), service_world["ecs"]
+    namespace = _namespace(local_aws, "compat-reg.internal")
+    registry = sd.create_service(Name="web", NamespaceId=namespace, DnsConfig={
+        "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]},
+        HealthCheckCustomConfig={"FailureThreshold": 1})["Service"]
+    ecs.create_service(
+        cluster="compat-svc", serviceName="compat-web", taskDefinition=service_world["revisions"][0], desiredCount=2,
+        capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1, "base": 0}],
+        networkConfiguration=service_world["network"], serviceRegistries=[{"registryArn": registry["Arn"]}])
+    _describe_until(service_world, lambda s: s["deployments"][0]["rolloutState"] == "COMPLETED")
+    tasks = ecs.describe_tasks(cluster="compat-svc", tasks=ecs.list_tasks(
+        cluster="compat-svc", serviceName="compat-web", desiredStatus="RUNNING")["taskArns"])["tasks"]
+    ips = {d["value"] for t in tasks for a in t["attachments"] for d in a["details"] if d["name"] == "privateIPv4Address"}
+    assert len(ips) == 2
+    found = _discovery(local_aws).discover_instances(NamespaceName="compat-reg.internal", ServiceName="web")["Instances"]
+    assert {i["Attributes"]["AWS_INSTANCE_IPV4"] for i in found} == ips
+    assert {i["Attributes"]["ECS_SERVICE_NAME"] for i in found} == {"compat-web"}
+    with pytest.raises(sd.exceptions.ResourceInUse):  # it still has instances
+        sd.delete_service(Id=registry["Id"])
+
+    ecs.delete_service(cluster="compat-svc", service="compat-web", force=True)  # its tasks stop: deregistered
+    assert sd.list_instances(ServiceId=registry["Id"])["Instances"] == []
+    sd.delete_service(Id=registry["Id"])

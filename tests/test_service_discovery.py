@@ -124,6 +124,16 @@ def test_each_difference_is_named_and_what_aws_cannot_update_is_a_replace(overri
 # --- against the embedded AWS ----------------------------------------------------------------------------
 
 
+def _discovery(local_aws):
+    """A Cloud Map client for DiscoverInstances: its endpoint is `data-<host>`, a prefix a local endpoint lacks."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("servicediscovery", endpoint_url=local_aws.endpoint, region_name=local_aws.region,
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(inject_host_prefix=False))
+
+
 def _namespace_id(local_aws, name=NAMESPACE):
     sd = local_aws.client("servicediscovery")
     return next(n["Id"] for n in sd.list_namespaces()["Namespaces"] if n["Name"] == name)
@@ -134,6 +144,14 @@ def _cloud_map_services(local_aws):
     listed = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [_namespace_id(local_aws)],
                                         "Condition": "EQ"}])["Services"]
     return {s["Name"]: s for s in listed}
+
+
+def _delete_out_of_band(local_aws, service_id):
+    """Delete a Cloud Map service by hand: as AWS requires, its instances (the tasks ECS registered) first."""
+    sd = local_aws.client("servicediscovery")
+    for instance in sd.list_instances(ServiceId=service_id)["Instances"]:
+        sd.deregister_instance(ServiceId=service_id, InstanceId=instance["Id"])
+    sd.delete_service(Id=service_id)
 
 
 def _ecs_registries(local_aws):
@@ -164,6 +182,14 @@ def test_apply_creates_the_namespace_and_a_registered_service_per_app_and_a_seco
         assert service["DnsConfig"] == {"RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]}
         assert "HealthCheckCustomConfig" in service
         assert registries[f"dmp-local-{app}"] == [service["Arn"]]  # each ECS service registers in its own
+    # The names resolve to the running tasks: ECS registered each one with its private IP.
+    ecs = local_aws.client("ecs")
+    for app in ("api", "buyer-frontend", "router"):
+        arns = ecs.list_tasks(cluster="dmp-local", serviceName=f"dmp-local-{app}", desiredStatus="RUNNING")["taskArns"]
+        ips = {d["value"] for t in ecs.describe_tasks(cluster="dmp-local", tasks=arns)["tasks"]
+               for a in t["attachments"] for d in a["details"] if d["name"] == "privateIPv4Address"}
+        found = _discovery(local_aws).discover_instances(NamespaceName=NAMESPACE, ServiceName=app)["Instances"]
+        assert ips and {i["Attributes"]["AWS_INSTANCE_IPV4"] for i in found} == ips
     # The namespace's operation was waited for: apply polled it until it succeeded.
     assert applied.json["calls"]["by_operation"]["servicediscovery.get_operation"] >= 3
 
@@ -202,7 +228,7 @@ def test_a_deleted_cloud_map_service_is_drift_that_one_apply_repairs_and_revert_
     sd = local_aws.client("servicediscovery")
     release = applied.json["release"]
     old = _cloud_map_services(local_aws)["api"]
-    sd.delete_service(Id=old["Id"])
+    _delete_out_of_band(local_aws, old["Id"])
 
     drift = run_cli("drift", "--env", "local", "--json")
     assert drift.code == 2
@@ -218,7 +244,7 @@ def test_a_deleted_cloud_map_service_is_drift_that_one_apply_repairs_and_revert_
     assert _ecs_registries(local_aws)["dmp-local-api"] == [new["Arn"]]
     assert run_cli("drift", "--env", "local").code == 0
 
-    sd.delete_service(Id=new["Id"])  # once more, repaired by a plain apply this time
+    _delete_out_of_band(local_aws, new["Id"])  # once more, repaired by a plain apply this time
     plan = run_cli("plan", "--env", "local", "--json")
     assert [(c["kind"], c["name"], c["action"]) for c in plan.json["changes"]] == [
         ("cloud_map_service", "api.dmp-local.internal", "create"), ("service", "dmp-local-api", "update")]

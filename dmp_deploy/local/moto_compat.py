@@ -1062,3 +1062,58 @@ def ecs_service_registry_changes_start_a_deployment() -> None:
         return update_service(self, properties)
 
     EC2ContainerServiceBackend.update_service = patched_update_service
+
+
+@gap
+def ecs_registers_service_tasks_in_cloud_map() -> None:
+    """AWS: a service with `serviceRegistries` registers each of its tasks in those Cloud Map services once it
+    runs (instance id = the task id, attributes AWS_INSTANCE_IPV4 = the task's private IP, ECS_CLUSTER_NAME,
+    ECS_SERVICE_NAME, ECS_TASK_DEFINITION_FAMILY), so DiscoverInstances (and DNS) answer with the tasks' IPs, and
+    deregisters a task when it stops; a Cloud Map service that still has instances cannot be deleted
+    (ResourceInUse). moto 5.2.5 stores `serviceRegistries` and does nothing with them (and with the rollout
+    emulation above, service tasks run only there), and deletes a Cloud Map service whatever it holds."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.models import ServiceDiscoveryBackend, servicediscovery_backends
+
+    start_tasks = _Rollout.start_tasks
+    stop_tasks = _Rollout.stop_tasks
+    delete_service = ServiceDiscoveryBackend.delete_service
+
+    def registries(rollout) -> list:
+        """The Cloud Map services (models) the rollout's service registers in; a deleted one is skipped, as ECS
+        skips it with a service event."""
+        backend = servicediscovery_backends[rollout.backend.account_id][rollout.service.region_name]
+        by_arn = {s.arn: s for s in backend.services.values()}
+        return [(backend, by_arn[r["registryArn"]]) for r in rollout.service.service_registries or []
+                if r.get("registryArn") in by_arn]
+
+    def ip_of(task) -> str | None:
+        return next((d["value"] for a in task.attachments for d in a.get("details", [])
+                     if d.get("name") == "privateIPv4Address"), None)
+
+    def patched_start_tasks(self, deployment: dict, count: int) -> list:
+        started = start_tasks(self, deployment, count)
+        for backend, registry in registries(self):
+            for task in started:
+                backend.register_instance(registry.id, task.id, None, {
+                    "AWS_INSTANCE_IPV4": ip_of(task) or "", "ECS_CLUSTER_NAME": self.service.cluster_name,
+                    "ECS_SERVICE_NAME": self.service.name,
+                    "ECS_TASK_DEFINITION_FAMILY": _family_of(deployment["taskDefinition"])})
+        return started
+
+    def patched_stop_tasks(self, tasks: list, *args, **kwargs) -> None:
+        for backend, registry in registries(self):
+            for task in tasks:
+                if any(i.instance_id == task.id for i in registry.instances):
+                    backend.deregister_instance(registry.id, task.id)
+        stop_tasks(self, tasks, *args, **kwargs)
+
+    def patched_delete_service(self, service_id: str) -> None:
+        service = self.services.get(service_id)
+        if service is not None and service.instances:
+            raise JsonRESTError("ResourceInUse", f"Service {service_id} has {len(service.instances)} instance(s)")
+        delete_service(self, service_id)
+
+    _Rollout.start_tasks = patched_start_tasks
+    _Rollout.stop_tasks = patched_stop_tasks
+    ServiceDiscoveryBackend.delete_service = patched_delete_service

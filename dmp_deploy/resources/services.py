@@ -183,7 +183,8 @@ def network_configuration(ctx: Context, group_names: list[str]) -> dict:
 
 def service_registries(ctx: Context, spec: dict) -> list[dict]:
     """serviceRegistries for ECS: each Cloud Map service's ARN. A records on awsvpc tasks need no port."""
-    return [{"registryArn": ctx.registry.get("cloud_map_service", r, "arn")} for r in spec["service_registries"]]
+    return [{"registryArn": ctx.registry.get("cloud_map_service", r, "arn")}
+            for r in spec.get("service_registries") or []]  # a release recorded before registries: none
 
 
 def _app_of(config: Config, service_name: str) -> str | None:
