@@ -865,3 +865,16 @@ def test_ecs_registers_service_tasks_in_cloud_map(local_aws, service_world):
     ecs.delete_service(cluster="compat-svc", service="compat-web", force=True)  # its tasks stop: deregistered
     assert sd.list_instances(ServiceId=registry["Id"])["Instances"] == []
     sd.delete_service(Id=registry["Id"])
+
+
+def test_servicediscovery_creates_services_once(local_aws):
+    sd = local_aws.client("servicediscovery")
+    namespace = _namespace(local_aws, "compat-once.internal")
+    dns = {"RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]}
+    first = sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-1")["Service"]
+    retried = sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-1")["Service"]
+    assert retried["Id"] == first["Id"]
+    with pytest.raises(sd.exceptions.ServiceAlreadyExists):
+        sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-2")
+    listed = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace], "Condition": "EQ"}])
+    assert [s["Id"] for s in listed["Services"]] == [first["Id"]]

@@ -1117,3 +1117,25 @@ def ecs_registers_service_tasks_in_cloud_map() -> None:
     _Rollout.start_tasks = patched_start_tasks
     _Rollout.stop_tasks = patched_stop_tasks
     ServiceDiscoveryBackend.delete_service = patched_delete_service
+
+
+@gap
+def servicediscovery_creates_services_once() -> None:
+    """AWS: CreateService is idempotent on CreatorRequestId (botocore fills one in and keeps it across its own
+    retries, so a request retried after a lost answer returns the service it created), and a second service
+    with the same name in a namespace is ServiceAlreadyExists. moto 5.2.5 creates a duplicate every time, so a
+    retried create would leave two `api` services in the namespace."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.models import ServiceDiscoveryBackend
+
+    create_service = ServiceDiscoveryBackend.create_service
+
+    def patched_create_service(self, name, namespace_id, creator_request_id, *args, **kwargs):
+        for service in self.services.values():
+            if creator_request_id and service.creator_request_id == creator_request_id:
+                return service
+            if service.name == name and service.namespace_id == namespace_id:
+                raise JsonRESTError("ServiceAlreadyExists", f"Service {name} already exists in {namespace_id}")
+        return create_service(self, name, namespace_id, creator_request_id, *args, **kwargs)
+
+    ServiceDiscoveryBackend.create_service = patched_create_service
