@@ -156,9 +156,17 @@ class Namespaces(ResourceKind):
         return out
 
     def create(self, ctx: Context, name: str, spec: dict) -> None:
-        answer = ctx.aws.call("servicediscovery", "create_private_dns_namespace", Name=name,
-                              Vpc=ctx.lookups["vpc_id"], Description=spec["description"],
-                              Tags=canonical.tags_to_list(spec["tags"]))
+        try:
+            answer = ctx.aws.call("servicediscovery", "create_private_dns_namespace", Name=name,
+                                  Vpc=ctx.lookups["vpc_id"], Description=spec["description"],
+                                  Tags=canonical.tags_to_list(spec["tags"]))
+        except Exception as exc:
+            if error_code(exc) in ("NamespaceAlreadyExists", "ConflictingDomainExists"):
+                raise ApplyError(
+                    f"create namespace {name}: AWS says it exists already ({error_code(exc)}), but it was not listed: "
+                    f"it is still being created (an interrupted apply: run apply again in a minute), or a Route 53 "
+                    f"private hosted zone named {name} is associated with the VPC. Nothing was changed.") from None
+            raise
         operation = wait_for_operation(ctx, answer["OperationId"], f"create namespace {name}")
         namespace_id = operation["Targets"]["NAMESPACE"]
         arn = ctx.aws.call("servicediscovery", "get_namespace", Id=namespace_id)["Namespace"]["Arn"]
