@@ -94,3 +94,20 @@ WWW_ROUTES: tuple[tuple[str, str], ...] = (
 WWW_DEFAULT = "buyer-frontend"
 FRONTEND_HEALTH_CHECK_PATH = "/healthcheck"
 ROUTER_HEALTH_CHECK_PATH = "/_status"
+
+
+# The order apply rolls services out in, tier by tier (resources/services.py): a tier starts changing only once
+# every rollout of the tiers before it has succeeded. The APIs first: buyer-frontend and admin-frontend call the
+# api while they start, and would never turn healthy without it. The router last: nginx resolves its upstreams'
+# names when it starts, and they exist only once their tasks are registered (Cloud Map). The api calls the
+# search-api, but only while serving requests, so they start together.
+START_ORDER: tuple[tuple[str, ...], ...] = (
+    ("api", "search-api", "antivirus-api"),
+    FRONTENDS,
+    ("router",),
+)
+
+
+def start_tier(app_name: str) -> int:
+    """The index of the app's tier in START_ORDER."""
+    return next(i for i, tier in enumerate(START_ORDER) if app_name in tier)

@@ -11,7 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dmp_deploy import schema
 from dmp_deploy.apps import APPS
@@ -31,6 +31,11 @@ FARGATE_CPU_MEMORY = {  # cpu units -> allowed memory (MiB) for Fargate tasks
     2048: tuple(range(4096, 16385, 1024)),
     4096: tuple(range(8192, 30721, 1024)),
 }
+
+
+# Settings that were URLs of other apps, hand-written per environment: now derived from the Cloud Map names
+# (names.internal_url). Setting key -> the app whose URL it was.
+DERIVED_SETTINGS = {"data_api_url": "api", "search_api_url": "search-api", "antivirus_api_url": "antivirus-api"}
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,9 @@ MAX_TASK_TIMEOUT_SECONDS = 365 * 24 * 60 * 60
 
 @dataclass(frozen=True)
 class AddUsers:
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "api_internal_url": "the api's internal URL is now derived from the environment's service discovery "
+                            "namespace (http://api.<name_prefix>.internal:8080); remove the key"}
     bucket_name: str
     upload_prefix: str = "uploads/"
     kms_key_arn: str | None = None  # none: the tool creates and owns a key (alias/<prefix>-add-users)
@@ -216,7 +224,6 @@ class AddUsers:
     # because moto ignores the policy's conditions and would deny every request (see moto_compat.py).
     enforce_tls_in_bucket_policy: bool = True
     max_file_bytes: int = 1_048_576
-    api_internal_url: str = "http://api.internal:8080"
     task_timeout_seconds: int = 900
     # What adds the users in the api image: "bundled", the tool's add-users program shipped in the task
     # definition (dmp_deploy/container/add_users_program.py; the api image does not contain
@@ -295,6 +302,18 @@ class Config:
             if not SECRET_ARN.match(arn):
                 problems.append((f"secrets.{key}", "must be a Secrets Manager secret ARN or an SSM parameter "
                                                    "ARN (the value itself never goes in config)"))
+        namespace = f"{self.environment.name_prefix}.internal"  # names.namespace (names.py imports this module)
+        for key, value in sorted(self.settings.items()):
+            host = _host(value)
+            if host.endswith(f".{namespace}") and host.removesuffix(f".{namespace}") not in APPS:
+                problems.append((f"settings.{key}", f"{host} is inside the service discovery namespace {namespace}, "
+                                                    f"where only the apps are registered: it would not resolve. "
+                                                    f"Use the service's own endpoint (e.g. an OpenSearch domain's "
+                                                    f"VPC endpoint)"))
+        for key in sorted(set(self.settings) & set(DERIVED_SETTINGS)):
+            problems.append((f"settings.{key}", f"no longer a setting: {DERIVED_SETTINGS[key]} is now derived from "
+                                                f"the environment's service discovery namespace "
+                                                f"(templates: internal_url(\"{DERIVED_SETTINGS[key]}\")); remove the key"))
         for key in self.tags:
             if key.startswith(("dmp:", "aws:")):
                 problems.append((f"tags.{key}", "the dmp: and aws: prefixes are reserved"))
@@ -323,6 +342,14 @@ class Config:
     def resource_tags(self, **extra: str) -> dict[str, str]:
         """The tags every owned resource carries: ownership first, so that a lost state never duplicates."""
         return {**self.tags, **extra, "dmp:env": self.env, "dmp:managed-by": "dmp-deploy"}
+
+
+def _host(value) -> str:
+    """The host name in a URL (or a bare host[:port]) setting, lower-cased; "" when there is none."""
+    if not isinstance(value, str):
+        return ""
+    rest = value.split("://", 1)[-1]
+    return rest.split("/", 1)[0].split("@")[-1].rsplit(":", 1)[0].lower() if rest else ""
 
 
 def available_environments(config_dir: Path | None = None) -> list[str]:

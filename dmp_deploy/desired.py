@@ -91,6 +91,11 @@ def template_variables(config: Config, image_tags: dict[str, str], stem: str) ->
         return config.settings[key]
 
     @render.helper
+    def internal_url(app: str) -> str:
+        # Derived from the environment's Cloud Map namespace (resources/service_discovery.py), never configured.
+        return names.internal_url(config, app)
+
+    @render.helper
     def image(app: str, container: str) -> str:
         if app not in image_tags:
             raise KeyError(f"no image tag for app {app!r}: add [apps.{app}] to the config")
@@ -121,6 +126,7 @@ def template_variables(config: Config, image_tags: dict[str, str], stem: str) ->
         "family": names.family(config, stem),
         "secret": secret,
         "setting": setting,
+        "internal_url": internal_url,
         "image": image,
         "log_group": lambda s=stem: names.log_group(config, s),
         "execution_role_arn": names.role_arn(config, names.execution_role(config)),

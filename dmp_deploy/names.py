@@ -3,6 +3,7 @@ the tool finds its resources again by name (and by the dmp:env / dmp:managed-by 
 
 from __future__ import annotations
 
+from dmp_deploy.apps import APPS
 from dmp_deploy.config import Config
 
 IAM_PATH = "/dmp-deploy/"
@@ -77,3 +78,22 @@ def listener(load_balancer_name: str, port: int) -> str:
 def load_balancer_group(config: Config, stem: str) -> str:
     """The security group of one of our load balancers."""
     return security_group(config, f"{stem}-alb")
+
+
+def namespace(config: Config) -> str:
+    """The environment's private DNS namespace (Cloud Map), e.g. `dmp-staging.internal`: every app is found
+    inside the VPC as `<app>.<namespace>`."""
+    return f"{config.prefix}.internal"
+
+
+def discovery_service(config: Config, app: str) -> str:
+    """An app's Cloud Map service, by its DNS name: `api.dmp-staging.internal`."""
+    return f"{app}.{namespace(config)}"
+
+
+def internal_url(config: Config, app: str) -> str:
+    """The URL other tasks in the VPC reach an app on, through its Cloud Map name: `http://api.dmp-staging.internal:8080`.
+    Plain HTTP inside the VPC, on the app's port (apps.py)."""
+    if app not in APPS:
+        raise KeyError(f"unknown app {app!r} (apps: {', '.join(sorted(APPS))})")
+    return f"http://{discovery_service(config, app)}:{APPS[app].port}"

@@ -70,9 +70,14 @@ def read_live(ctx: Context, kinds: list[ResourceKind]) -> dict[str, dict[str, Li
     return live
 
 
-def changes_for(kind: ResourceKind, desired: dict[str, dict], live: dict[str, Live]) -> list[Change]:
+def changes_for(kind: ResourceKind, desired: dict[str, dict], live: dict[str, Live],
+                config=None) -> list[Change]:
+    """The kind's changes, in the kind's change order (`ResourceKind.change_order`), then by name."""
+    def order(name: str) -> tuple:
+        return (kind.change_order(config, name) if config is not None else (), name)
+
     changes = []
-    for name in sorted(desired):
+    for name in sorted(desired, key=order):
         spec = desired[name]
         if name not in live:
             changes.append(Change(kind.kind, name, "create", tuple(diffing.creation_fields(spec))))
@@ -83,7 +88,7 @@ def changes_for(kind: ResourceKind, desired: dict[str, dict], live: dict[str, Li
         action = "replace" if any(f.forces_replace for f in fields) else "update"
         changes.append(Change(kind.kind, name, action, tuple(fields),
                               destroys_data=action == "replace" and live[name].holds_data))
-    for name in sorted(set(live) - set(desired)):
+    for name in sorted(set(live) - set(desired), key=order):
         changes.append(Change(kind.kind, name, "delete", tuple(diffing.deletion_fields(live[name].spec)),
                               destroys_data=live[name].holds_data,
                               note="owned by dmp-deploy in this environment but no longer declared"))
@@ -96,7 +101,7 @@ def build_plan(ctx: Context, kinds: list[ResourceKind]) -> Reconciliation:
     forward: list[Change] = []
     deletes: list[Change] = []
     for kind in ordered:
-        for change in changes_for(kind, ctx.desired.resources.get(kind.kind, {}), live[kind.kind]):
+        for change in changes_for(kind, ctx.desired.resources.get(kind.kind, {}), live[kind.kind], ctx.config):
             (deletes if change.action == "delete" else forward).append(change)
     # A kind that only matters when nothing else changes (the release record: any other change records a
     # release anyway) is left out of a plan that has other changes.

@@ -4,6 +4,8 @@
 `T | None`, `Literal[...]`, str, int, bool. Unknown keys, missing required keys and wrong types are all
 reported together, each as "<source>: <dotted.key>: <problem>". A dataclass may define
 `check(self) -> list[tuple[str, str]]` returning (key, problem) pairs for rules that span fields.
+A dataclass may also list keys it no longer takes in `RETIRED_KEYS: ClassVar[dict[str, str]]` (key -> what
+to do instead): an old file still naming one gets that message rather than "unknown key".
 """
 
 from __future__ import annotations
@@ -105,8 +107,11 @@ def _convert_dataclass(cls, value, path: str, problems: list[str], source: str):
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    retired = getattr(cls, "RETIRED_KEYS", {})
     for key in value:
-        if key not in fields:
+        if key in retired:
+            problems.append(f"{_join(path, key)}: no longer a configuration key: {retired[key]}")
+        elif key not in fields:
             known = ", ".join(sorted(fields))
             problems.append(f"{_join(path, key)}: unknown key (known keys here: {known})")
     before = len(problems)

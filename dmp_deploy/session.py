@@ -36,6 +36,7 @@ class Environment:
         """A new context (empty registry and lookups, same pins) on the same seam and desired state."""
         ctx = Context(self.config, self.ctx.aws, self.ctx.desired)
         ctx.pins.update(self.ctx.pins)
+        ctx.before_services.extend(self.ctx.before_services)
         return ctx
 
 

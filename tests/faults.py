@@ -17,6 +17,7 @@ retries it as a throttle, with the throttling backoff and retry-quota cost):
   ecs, ecr, kms, secrets-manager,
   eventbridge, cloudwatch-logs, ssm         json 1.1  400 ThrottlingException (modeled for events, logs, ssm)
   sfn                           json 1.0   400 ThrottlingException
+  servicediscovery (Cloud Map)  json 1.1   400 RequestLimitExceeded   (modeled; this botocore speaks JSON to it)
   resource-groups-tagging-api   json 1.1   400 ThrottledException     (modeled: the tagging API's own name)
 
 Read timeouts: `botocore.exceptions.ReadTimeoutError` is an HTTPClientError, which standard mode retries as a
@@ -74,6 +75,7 @@ THROTTLES: dict[str, Throttle] = {
     "cloudwatch-logs": Throttle("json1.1", 400, "ThrottlingException", "Rate exceeded"),
     "ssm": Throttle("json1.1", 400, "ThrottlingException", "Rate exceeded"),
     "sfn": Throttle("json1.0", 400, "ThrottlingException", "Rate exceeded"),
+    "servicediscovery": Throttle("json1.1", 400, "RequestLimitExceeded", "Rate exceeded"),  # Cloud Map's own
     "resource-groups-tagging-api": Throttle("json1.1", 400, "ThrottledException", "Rate exceeded"),
 }
 # The texts a throttle that escaped would show: none may reach the user.

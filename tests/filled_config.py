@@ -22,6 +22,9 @@ FILLINGS = {
     '"clarification-questions@example.invalid"': '"dm-clarification-questions@crowncommercial.gov.uk"',
     '"<the Mailchimp audience id of the open-framework notification list>"': '"5a1b2c3d4e"',
     '"203.0.113.0/24"': '"81.128.10.0/28,20.26.48.0/29"',
+    '"https://opensearch.dmp-staging.invalid:443"': '"https://vpc-dmp-staging-x1y2z3.eu-west-2.es.amazonaws.com:443"',
+    '"https://opensearch.dmp-production.invalid:443"':
+        '"https://vpc-dmp-production-a1b2c3.eu-west-2.es.amazonaws.com:443"',
 }
 DEPLOYED = ("staging", "production")
 

@@ -63,6 +63,7 @@ READS = [
     ("ssm", "describe_parameters", {}, "ThrottlingException"),
     ("stepfunctions", "list_state_machines", {}, "ThrottlingException"),
     ("resourcegroupstaggingapi", "get_resources", {}, "ThrottledException"),
+    ("servicediscovery", "list_namespaces", {}, "RequestLimitExceeded"),
 ]
 
 

@@ -795,3 +795,129 @@ def test_elbv2_sets_rule_priorities_against_the_new_order(local_aws):
     with pytest.raises(elb.exceptions.PriorityInUseException):
         elb.set_rule_priorities(RulePriorities=[{"RuleArn": first, "Priority": 1}, {"RuleArn": second, "Priority": 3}])
     assert {r["Priority"]: r["RuleArn"] for r in elb.describe_rules(ListenerArn=listener)["Rules"]} == by_priority
+
+# --- Service discovery (Cloud Map) and ECS service registries ------------------------------------------------
+
+
+def _discovery(local_aws):
+    """A Cloud Map client for DiscoverInstances: its endpoint is `data-<host>`, a prefix a local endpoint lacks."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("servicediscovery", endpoint_url=local_aws.endpoint, region_name=local_aws.region,
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(inject_host_prefix=False))
+
+
+def _namespace(local_aws, name, vpc=None):
+    """Create a private DNS namespace and wait for its operation, as the tool does; its id."""
+    sd = local_aws.client("servicediscovery")
+    vpc = vpc or local_aws.client("ec2").create_vpc(CidrBlock="10.79.0.0/16")["Vpc"]["VpcId"]
+    operation_id = sd.create_private_dns_namespace(Name=name, Vpc=vpc)["OperationId"]
+    for _ in range(5):
+        operation = sd.get_operation(OperationId=operation_id)["Operation"]
+        if operation["Status"] == "SUCCESS":
+            return operation["Targets"]["NAMESPACE"]
+    raise AssertionError("the namespace operation never succeeded")
+
+
+def test_servicediscovery_filters_lists(local_aws):
+    sd = local_aws.client("servicediscovery")
+    ec2 = local_aws.client("ec2")
+    first = _namespace(local_aws, "compat-a.internal", ec2.create_vpc(CidrBlock="10.80.0.0/16")["Vpc"]["VpcId"])
+    second = _namespace(local_aws, "compat-b.internal", ec2.create_vpc(CidrBlock="10.81.0.0/16")["Vpc"]["VpcId"])
+    sd.create_http_namespace(Name="compat-http")
+    for namespace in (first, second):
+        sd.create_service(Name="api", NamespaceId=namespace,
+                          DnsConfig={"RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]})
+    listed = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [first], "Condition": "EQ"}])["Services"]
+    assert len(listed) == 1 and sd.get_service(Id=listed[0]["Id"])["Service"]["NamespaceId"] == first
+    assert len(sd.list_services()["Services"]) == 2
+    private = sd.list_namespaces(Filters=[{"Name": "TYPE", "Values": ["DNS_PRIVATE"], "Condition": "EQ"}])
+    assert sorted(n["Name"] for n in private["Namespaces"]) == ["compat-a.internal", "compat-b.internal"]
+    named = sd.list_namespaces(Filters=[{"Name": "NAME", "Values": ["compat-b"], "Condition": "BEGINS_WITH"}])
+    assert [n["Name"] for n in named["Namespaces"]] == ["compat-b.internal"]
+
+
+def test_servicediscovery_operations_take_time(local_aws):
+    sd = local_aws.client("servicediscovery")
+    vpc = local_aws.client("ec2").create_vpc(CidrBlock="10.82.0.0/16")["Vpc"]["VpcId"]
+    operation_id = sd.create_private_dns_namespace(Name="compat-op.internal", Vpc=vpc)["OperationId"]
+    seen = [sd.get_operation(OperationId=operation_id)["Operation"]["Status"] for _ in range(4)]
+    assert seen == ["SUBMITTED", "PENDING", "SUCCESS", "SUCCESS"]
+
+
+def test_servicediscovery_namespaces_share_a_vpc(local_aws):
+    sd = local_aws.client("servicediscovery")
+    vpc = local_aws.client("ec2").create_vpc(CidrBlock="10.83.0.0/16")["Vpc"]["VpcId"]
+    _namespace(local_aws, "compat-one.internal", vpc)
+    _namespace(local_aws, "compat-two.internal", vpc)  # another environment's, in the same VPC
+    assert {"compat-one.internal", "compat-two.internal"} <= {n["Name"] for n in sd.list_namespaces()["Namespaces"]}
+    with pytest.raises(sd.exceptions.NamespaceAlreadyExists):
+        sd.create_private_dns_namespace(Name="compat-one.internal", Vpc=vpc)
+
+
+def test_servicediscovery_refuses_to_delete_a_namespace_in_use(local_aws):
+    sd = local_aws.client("servicediscovery")
+    namespace = _namespace(local_aws, "compat-inuse.internal")
+    service = sd.create_service(Name="api", NamespaceId=namespace, DnsConfig={
+        "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]})["Service"]["Id"]
+    with pytest.raises(sd.exceptions.ResourceInUse):
+        sd.delete_namespace(Id=namespace)
+    sd.delete_service(Id=service)
+    sd.delete_namespace(Id=namespace)
+    assert namespace not in {n["Id"] for n in sd.list_namespaces()["Namespaces"]}
+
+
+def test_ecs_service_registry_changes_start_a_deployment(local_aws, service_world):
+    registry = "arn:aws:servicediscovery:eu-west-2:123456789012:service/srv-compat"
+    _create_web(service_world)
+    _describe_until(service_world, lambda s: s["deployments"][0]["rolloutState"] == "COMPLETED")
+    ecs = service_world["ecs"]
+    (before,) = ecs.describe_services(cluster="compat-svc", services=["compat-web"])["services"]
+    ecs.update_service(cluster="compat-svc", service="compat-web", serviceRegistries=[{"registryArn": registry}])
+    (after,) = ecs.describe_services(cluster="compat-svc", services=["compat-web"])["services"]
+    assert after["serviceRegistries"] == [{"registryArn": registry}]
+    assert after["deployments"][0]["id"] != before["deployments"][0]["id"]  # a new deployment registers the tasks
+    ecs.update_service(cluster="compat-svc", service="compat-web", serviceRegistries=[{"registryArn": registry}])
+    (same,) = ecs.describe_services(cluster="compat-svc", services=["compat-web"])["services"]
+    assert same["deployments"][0]["id"] == after["deployments"][0]["id"]  # unchanged: no deployment
+
+
+def test_ecs_registers_service_tasks_in_cloud_map(local_aws, service_world):
+    sd, ecs = local_aws.client("servicediscovery"), service_world["ecs"]
+    namespace = _namespace(local_aws, "compat-reg.internal")
+    registry = sd.create_service(Name="web", NamespaceId=namespace, DnsConfig={
+        "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]},
+        HealthCheckCustomConfig={"FailureThreshold": 1})["Service"]
+    ecs.create_service(
+        cluster="compat-svc", serviceName="compat-web", taskDefinition=service_world["revisions"][0], desiredCount=2,
+        capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1, "base": 0}],
+        networkConfiguration=service_world["network"], serviceRegistries=[{"registryArn": registry["Arn"]}])
+    _describe_until(service_world, lambda s: s["deployments"][0]["rolloutState"] == "COMPLETED")
+    tasks = ecs.describe_tasks(cluster="compat-svc", tasks=ecs.list_tasks(
+        cluster="compat-svc", serviceName="compat-web", desiredStatus="RUNNING")["taskArns"])["tasks"]
+    ips = {d["value"] for t in tasks for a in t["attachments"] for d in a["details"] if d["name"] == "privateIPv4Address"}
+    assert len(ips) == 2
+    found = _discovery(local_aws).discover_instances(NamespaceName="compat-reg.internal", ServiceName="web")["Instances"]
+    assert {i["Attributes"]["AWS_INSTANCE_IPV4"] for i in found} == ips
+    assert {i["Attributes"]["ECS_SERVICE_NAME"] for i in found} == {"compat-web"}
+    with pytest.raises(sd.exceptions.ResourceInUse):  # it still has instances
+        sd.delete_service(Id=registry["Id"])
+
+    ecs.delete_service(cluster="compat-svc", service="compat-web", force=True)  # its tasks stop: deregistered
+    assert sd.list_instances(ServiceId=registry["Id"])["Instances"] == []
+    sd.delete_service(Id=registry["Id"])
+
+
+def test_servicediscovery_creates_services_once(local_aws):
+    sd = local_aws.client("servicediscovery")
+    namespace = _namespace(local_aws, "compat-once.internal")
+    dns = {"RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]}
+    first = sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-1")["Service"]
+    retried = sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-1")["Service"]
+    assert retried["Id"] == first["Id"]
+    with pytest.raises(sd.exceptions.ServiceAlreadyExists):
+        sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-2")
+    listed = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace], "Condition": "EQ"}])
+    assert [s["Id"] for s in listed["Services"]] == [first["Id"]]

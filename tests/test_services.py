@@ -15,6 +15,7 @@ from dmp_deploy.session import render_only
 CLUSTER = "dmp-local"
 TAGS = {"dmp:env": "local", "dmp:managed-by": "dmp-deploy"}
 TD = "arn:aws:ecs:eu-west-2:123456789012:task-definition/dmp-local-api:"
+REGISTRY = "arn:aws:servicediscovery:eu-west-2:123456789012:service/srv-api"
 
 
 # --- pure: desired and live canonical forms -----------------------------------------------------------------
@@ -62,7 +63,8 @@ def _described(**overrides):
         "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": True, "rollback": True},
                                     "maximumPercent": 200, "minimumHealthyPercent": 100,
                                     "alarms": {"alarmNames": [], "enable": False, "rollback": False}},
-        "loadBalancers": [], "enableExecuteCommand": False, "propagateTags": "SERVICE",
+        "loadBalancers": [], "serviceRegistries": [{"registryArn": REGISTRY}],
+        "enableExecuteCommand": False, "propagateTags": "SERVICE",
         "enableECSManagedTags": True, "tags": [{"key": k, "value": v} for k, v in TAGS.items()],
     }
     answer.update(overrides)
@@ -70,13 +72,14 @@ def _described(**overrides):
 
 
 GROUPS = {"sg-1": "dmp-local-api", "sg-2": "dmp-local-postgres-clients"}
+REGISTRIES = {REGISTRY: "api.dmp-local.internal"}
 SUBNETS = ["subnet-a", "subnet-b"]
 
 
 def test_live_spec_of_a_service_as_apply_leaves_it_equals_the_desired_spec():
     config = load_config("local")
     desired = desired_spec(config, "api", render_only("local").task_definitions["api"])
-    assert live_spec(_described(), GROUPS, SUBNETS, up_to_date={TD + "3"}) == desired
+    assert live_spec(_described(), GROUPS, SUBNETS, up_to_date={TD + "3"}, registry_names=REGISTRIES) == desired
 
 
 @pytest.mark.parametrize("overrides, field, value", [
@@ -93,12 +96,16 @@ def test_live_spec_of_a_service_as_apply_leaves_it_equals_the_desired_spec():
     ({"deploymentConfiguration": {"maximumPercent": 200, "minimumHealthyPercent": 100}},
      "deployment_circuit_breaker", {"enable": False, "rollback": False}),
     ({"enableExecuteCommand": True}, "enable_execute_command", True),
+    ({"serviceRegistries": []}, "service_registries", []),
+    ({"serviceRegistries": [{"registryArn": "arn:aws:servicediscovery:eu-west-2:123456789012:service/srv-gone"}]},
+     "service_registries", ["arn:aws:servicediscovery:eu-west-2:123456789012:service/srv-gone"]),  # not ours: the ARN
     ({"propagateTags": None}, "propagate_tags", "NONE"),
     ({"tags": [{"key": "dmp:env", "value": "local"}, {"key": "aws:cloudformation:stack-name", "value": "x"}]},
      "tags", {"dmp:env": "local"}),  # aws: tags are AWS's, never ours to manage
 ])
 def test_live_spec_names_each_difference(overrides, field, value):
-    assert live_spec(_described(**overrides), GROUPS, SUBNETS, up_to_date={TD + "3"})[field] == value
+    assert live_spec(_described(**overrides), GROUPS, SUBNETS, up_to_date={TD + "3"},
+                     registry_names=REGISTRIES)[field] == value
 
 
 # --- against the embedded AWS ----------------------------------------------------------------------------

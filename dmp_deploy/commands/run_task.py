@@ -18,18 +18,20 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from typing import Callable
 
 import structlog
 
 from dmp_deploy import names, planner, preflight, session
 from dmp_deploy.apps import APPS
 from dmp_deploy.commands.output import add_env, add_json, emit_json, emit_text
-from dmp_deploy.errors import PlanError, UserError
+from dmp_deploy.errors import ApplyError, PlanError, UserError
 from dmp_deploy.resources import services
 
 log = structlog.get_logger()
 
-RUNS_AS = {"db-migration": "api"}  # one-off task -> the app whose network setup it uses
+MIGRATION = "db-migration"
+RUNS_AS = {MIGRATION: "api"}  # one-off task -> the app whose network setup it uses
 MAIN_CONTAINER = "wsgi"  # the app's own code; COMMAND replaces its command
 FAILED = 1
 STARTED_BY = "dmp-deploy-run-task"  # ECS allows letters, numbers, -, / and _ only
@@ -127,38 +129,66 @@ def run(args) -> int:
     refs.add_task_definition(family, document)
     preflight.check(ctx, refs, roles_present=[])
 
-    main = main_container(document)
+    task, code, message = run_to_completion(ctx, args.name, list(args.task_command), args.timeout)
+    return _finish(args, task, code, f"run-task {args.name}: {message}")
+
+
+def run_to_completion(ctx, name: str, command: list[str] | None, timeout: int) -> tuple[dict | None, int, str]:
+    """Run the one-off task `name` (its registered revision, where its app runs), follow it until it stops,
+    and return (task, exit code, what happened). The code is FAILED (1) when the task could not start, stopped
+    without an exit code, or did not stop within `timeout` seconds (it is left running). Used by `run-task`,
+    and by `apply --migrate` for db-migration."""
+    config = ctx.config
+    app = runs_as(name)
+    family = names.family(config, name)
+    main = main_container(ctx.desired.task_definitions[name])
     params = {
         "cluster": names.cluster(config),
         "taskDefinition": ctx.registry.get("task_definition", family, "arn"),
         "count": 1,
         "capacityProviderStrategy": services.capacity_provider_strategy(config),
-        "networkConfiguration": services.network_configuration(ctx, groups),
+        "networkConfiguration": services.network_configuration(ctx, services.security_group_names(config, app)),
         "startedBy": STARTED_BY,
-        "tags": [{"key": k, "value": v} for k, v in sorted(config.resource_tags(**{"dmp:task": args.name}).items())],
+        "tags": [{"key": k, "value": v} for k, v in sorted(config.resource_tags(**{"dmp:task": name}).items())],
         "propagateTags": "TASK_DEFINITION",
         "enableECSManagedTags": True,
     }
-    if args.task_command:
-        params["overrides"] = {"containerOverrides": [{"name": main, "command": list(args.task_command)}]}
+    if command:
+        params["overrides"] = {"containerOverrides": [{"name": main, "command": list(command)}]}
     answer = ctx.aws.call("ecs", "run_task", **params)
     if answer.get("failures") or not answer.get("tasks"):
         reasons = "; ".join(f"{f.get('arn', '')} {f.get('reason')} {f.get('detail', '')}".strip()
                             for f in answer.get("failures") or []) or "no task was started"
-        return _finish(args, None, FAILED, f"run-task {args.name}: the task could not start: {reasons}")
+        return None, FAILED, f"the task could not start: {reasons}"
     task = answer["tasks"][0]
     log.info(f"started task {task['taskArn']}", task=task["taskArn"], family=family, app_network=app,
-             command=args.task_command or None, log_group=names.log_group(config, args.name))
-    task = follow(ctx, params["cluster"], task, args.timeout, config.deployment.rollout_poll_seconds)
+             command=command or None, log_group=names.log_group(config, name))
+    task = follow(ctx, params["cluster"], task, timeout, config.deployment.rollout_poll_seconds)
     if task.get("lastStatus") != "STOPPED":
-        return _finish(args, task, FAILED,
-                       f"run-task {args.name}: the task {task['taskArn']} did not stop within {args.timeout} s; "
-                       f"it is still {task.get('lastStatus')} and was left running. Stop it with "
-                       f"`aws ecs stop-task --cluster {params['cluster']} --task {task['taskArn']}`.")
+        return task, FAILED, (f"the task {task['taskArn']} did not stop within {timeout} s; it is still "
+                              f"{task.get('lastStatus')} and was left running. Stop it with `aws ecs stop-task "
+                              f"--cluster {params['cluster']} --task {task['taskArn']}`.")
     code, what = exit_code(task, main)
     if code is None:
-        return _finish(args, task, FAILED, f"run-task {args.name}: the task stopped without an exit code: {what}")
-    return _finish(args, task, code if 0 <= code <= 255 else FAILED, f"run-task {args.name}: {what}")
+        return task, FAILED, f"the task stopped without an exit code: {what}"
+    return task, code if 0 <= code <= 255 else FAILED, what
+
+
+def migration_step(timeout: int, outcome: dict) -> Callable:
+    """`apply --migrate`: a step for `ctx.before_services` that runs db-migration just before the first service
+    changes, and stops the apply (ApplyError: nothing rolled out yet) unless it exits 0. What happened is put in
+    `outcome` (task, exit_code, message) for the command's report."""
+    def migrate(ctx) -> None:
+        log.info(f"apply --migrate: running {MIGRATION} before any service changes")
+        task, code, message = run_to_completion(ctx, MIGRATION, None, timeout)
+        outcome.update(task_arn=(task or {}).get("taskArn"), exit_code=code, message=f"{MIGRATION}: {message}")
+        if code != 0:
+            raise ApplyError(
+                f"apply --migrate: {MIGRATION} did not succeed: {message}. No service was changed: every app "
+                f"still runs what it ran (the task definitions and other changes before it were made). Its logs "
+                f"are in {names.log_group(ctx.config, MIGRATION)}. Fix the cause and run `apply --migrate` again.")
+        log.info(f"apply --migrate: {MIGRATION} exited with 0", task=(task or {}).get("taskArn"))
+    return migrate
 
 
 def follow(ctx, cluster: str, task: dict, timeout: int, poll_seconds: float) -> dict:

@@ -986,3 +986,217 @@ def elbv2_sets_rule_priorities_against_the_new_order() -> None:
         return modified
 
     ELBv2Backend.set_rule_priorities = set_rule_priorities
+
+# --- Service discovery: Cloud Map namespaces and services, and ECS services registering in them (issue 10) --
+#
+# The environment's private DNS namespace and one Cloud Map service per app (resources/service_discovery.py),
+# which the ECS services register their tasks in.
+
+
+@gap
+def servicediscovery_filters_lists() -> None:
+    """AWS: ListServices takes `Filters` (NAMESPACE_ID, EQ or IN) and ListNamespaces takes `Filters` (TYPE, and
+    NAME with EQ or BEGINS_WITH); a ServiceSummary does not say which namespace it is in, so the filter is the
+    only way to list one namespace's services. moto 5.2.5 ignores both filters and lists everything, so a
+    reader would take another namespace's `api` for its own."""
+    import json as _json
+
+    from moto.servicediscovery.responses import ServiceDiscoveryResponse
+
+    def matches(value: str, condition: str, values: list[str]) -> bool:
+        if condition == "BEGINS_WITH":
+            return any(value.startswith(v) for v in values)
+        return value in values  # EQ (one value) and IN
+
+    def list_services(self) -> str:
+        params = _json.loads(self.body or "{}")
+        services = list(self.servicediscovery_backend.list_services())
+        for f in params.get("Filters") or []:
+            if f.get("Name") == "NAMESPACE_ID":
+                services = [s for s in services if matches(s.namespace_id, f.get("Condition", "EQ"), f["Values"])]
+        return _json.dumps({"Services": [s.to_json() for s in services]})
+
+    def list_namespaces(self):
+        params = _json.loads(self.body or "{}")
+        namespaces = list(self.servicediscovery_backend.list_namespaces())
+        for f in params.get("Filters") or []:
+            attribute = {"TYPE": "type", "NAME": "name"}.get(f.get("Name"))
+            if attribute:
+                namespaces = [n for n in namespaces
+                              if matches(getattr(n, attribute), f.get("Condition", "EQ"), f["Values"])]
+        return 200, {}, _json.dumps({"Namespaces": [n.to_json() for n in namespaces]})
+
+    ServiceDiscoveryResponse.list_services = list_services
+    ServiceDiscoveryResponse.list_namespaces = list_namespaces
+
+
+SERVICEDISCOVERY_OPERATION_STEPS = ("SUBMITTED", "PENDING", "SUCCESS")
+
+
+@gap
+def servicediscovery_operations_take_time() -> None:
+    """AWS: creating, updating or deleting a namespace (and updating a service) is an asynchronous operation:
+    the call returns an OperationId whose GetOperation status goes SUBMITTED -> PENDING -> SUCCESS (or FAIL),
+    often over tens of seconds, and only then is the change done. moto 5.2.5 reports SUCCESS at once, so code
+    that forgot to wait would pass locally. Here each GetOperation moves an operation one step on."""
+    from moto.servicediscovery.models import Operation, ServiceDiscoveryBackend
+
+    operation_init = Operation.__init__
+    get_operation = ServiceDiscoveryBackend.get_operation
+
+    def __init__(self, *args, **kwargs) -> None:
+        operation_init(self, *args, **kwargs)
+        self._dmp_step = 0
+        self.status = SERVICEDISCOVERY_OPERATION_STEPS[0]
+
+    def patched_get_operation(self, operation_id: str):
+        operation = get_operation(self, operation_id)
+        answer_status = SERVICEDISCOVERY_OPERATION_STEPS[operation._dmp_step]
+        operation._dmp_step = min(operation._dmp_step + 1, len(SERVICEDISCOVERY_OPERATION_STEPS) - 1)
+        operation.status = answer_status
+        return operation
+
+    Operation.__init__ = __init__
+    ServiceDiscoveryBackend.get_operation = patched_get_operation
+
+
+@gap
+def servicediscovery_namespaces_share_a_vpc() -> None:
+    """AWS: a VPC may hold several private DNS namespaces (e.g. two environments' `dmp-a.internal` and
+    `dmp-b.internal`); creating one with the same name in the same VPC is NamespaceAlreadyExists.
+    moto 5.2.5 refuses any second private namespace in a VPC (ConflictingDomainExists)."""
+    import threading
+
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.models import ServiceDiscoveryBackend
+
+    create = ServiceDiscoveryBackend.create_private_dns_namespace
+    lock = threading.Lock()
+
+    def create_private_dns_namespace(self, name, creator_request_id, description, vpc, tags, properties):
+        with lock:
+            if any(ns.vpc == vpc and ns.name == name for ns in self.namespaces.values()):
+                raise JsonRESTError("NamespaceAlreadyExists", f"Namespace {name} already exists in {vpc}")
+            everything = self.namespaces
+            self.namespaces = {k: ns for k, ns in everything.items() if ns.vpc != vpc}  # what moto checks
+            try:
+                return create(self, name, creator_request_id, description, vpc, tags, properties)
+            finally:
+                self.namespaces = {**everything, **self.namespaces}
+
+    ServiceDiscoveryBackend.create_private_dns_namespace = create_private_dns_namespace
+
+
+@gap
+def servicediscovery_refuses_to_delete_a_namespace_in_use() -> None:
+    """AWS: DeleteNamespace fails with ResourceInUse while the namespace still contains services (they must be
+    deleted first). moto 5.2.5 deletes it and leaves its services behind, so a wrong deletion order would pass
+    locally."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.models import ServiceDiscoveryBackend
+
+    delete_namespace = ServiceDiscoveryBackend.delete_namespace
+
+    def patched_delete_namespace(self, namespace_id: str) -> str:
+        if any(s.namespace_id == namespace_id for s in self.services.values()):
+            raise JsonRESTError("ResourceInUse", f"Namespace {namespace_id} has associated services")
+        return delete_namespace(self, namespace_id)
+
+    ServiceDiscoveryBackend.delete_namespace = patched_delete_namespace
+
+
+@gap
+def ecs_service_registry_changes_start_a_deployment() -> None:
+    """AWS: UpdateService with other `serviceRegistries` starts a new deployment (tasks are registered when they
+    start). With the rollout emulation above, moto_compat starts one only for a new task definition, network,
+    load balancers or capacity provider strategy: a service's registry could be changed without a rollout."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    update_service = EC2ContainerServiceBackend.update_service
+
+    def patched_update_service(self, properties):
+        registries = properties.get("service_registries")
+        if registries is not None:
+            service = self._get_service(properties.get("cluster", "default"), properties["service"].split("/")[-1])
+            if list(registries) != list(service.service_registries or []):
+                properties = {**properties, "force_new_deployment": True}
+        return update_service(self, properties)
+
+    EC2ContainerServiceBackend.update_service = patched_update_service
+
+
+@gap
+def ecs_registers_service_tasks_in_cloud_map() -> None:
+    """AWS: a service with `serviceRegistries` registers each of its tasks in those Cloud Map services once it
+    runs (instance id = the task id, attributes AWS_INSTANCE_IPV4 = the task's private IP, ECS_CLUSTER_NAME,
+    ECS_SERVICE_NAME, ECS_TASK_DEFINITION_FAMILY), so DiscoverInstances (and DNS) answer with the tasks' IPs, and
+    deregisters a task when it stops; a Cloud Map service that still has instances cannot be deleted
+    (ResourceInUse). moto 5.2.5 stores `serviceRegistries` and does nothing with them (and with the rollout
+    emulation above, service tasks run only there), and deletes a Cloud Map service whatever it holds."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.models import ServiceDiscoveryBackend, servicediscovery_backends
+
+    start_tasks = _Rollout.start_tasks
+    stop_tasks = _Rollout.stop_tasks
+    delete_service = ServiceDiscoveryBackend.delete_service
+
+    def registries(rollout) -> list:
+        """The Cloud Map services (models) the rollout's service registers in; a deleted one is skipped, as ECS
+        skips it with a service event."""
+        backend = servicediscovery_backends[rollout.backend.account_id][rollout.service.region_name]
+        by_arn = {s.arn: s for s in backend.services.values()}
+        return [(backend, by_arn[r["registryArn"]]) for r in rollout.service.service_registries or []
+                if r.get("registryArn") in by_arn]
+
+    def ip_of(task) -> str | None:
+        return next((d["value"] for a in task.attachments for d in a.get("details", [])
+                     if d.get("name") == "privateIPv4Address"), None)
+
+    def patched_start_tasks(self, deployment: dict, count: int) -> list:
+        started = start_tasks(self, deployment, count)
+        for backend, registry in registries(self):
+            for task in started:
+                backend.register_instance(registry.id, task.id, None, {
+                    "AWS_INSTANCE_IPV4": ip_of(task) or "", "ECS_CLUSTER_NAME": self.service.cluster_name,
+                    "ECS_SERVICE_NAME": self.service.name,
+                    "ECS_TASK_DEFINITION_FAMILY": _family_of(deployment["taskDefinition"])})
+        return started
+
+    def patched_stop_tasks(self, tasks: list, *args, **kwargs) -> None:
+        for backend, registry in registries(self):
+            for task in tasks:
+                if any(i.instance_id == task.id for i in registry.instances):
+                    backend.deregister_instance(registry.id, task.id)
+        stop_tasks(self, tasks, *args, **kwargs)
+
+    def patched_delete_service(self, service_id: str) -> None:
+        service = self.services.get(service_id)
+        if service is not None and service.instances:
+            raise JsonRESTError("ResourceInUse", f"Service {service_id} has {len(service.instances)} instance(s)")
+        delete_service(self, service_id)
+
+    _Rollout.start_tasks = patched_start_tasks
+    _Rollout.stop_tasks = patched_stop_tasks
+    ServiceDiscoveryBackend.delete_service = patched_delete_service
+
+
+@gap
+def servicediscovery_creates_services_once() -> None:
+    """AWS: CreateService is idempotent on CreatorRequestId (botocore fills one in and keeps it across its own
+    retries, so a request retried after a lost answer returns the service it created), and a second service
+    with the same name in a namespace is ServiceAlreadyExists. moto 5.2.5 creates a duplicate every time, so a
+    retried create would leave two `api` services in the namespace."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.models import ServiceDiscoveryBackend
+
+    create_service = ServiceDiscoveryBackend.create_service
+
+    def patched_create_service(self, name, namespace_id, creator_request_id, *args, **kwargs):
+        for service in self.services.values():
+            if creator_request_id and service.creator_request_id == creator_request_id:
+                return service
+            if service.name == name and service.namespace_id == namespace_id:
+                raise JsonRESTError("ServiceAlreadyExists", f"Service {name} already exists in {namespace_id}")
+        return create_service(self, name, namespace_id, creator_request_id, *args, **kwargs)
+
+    ServiceDiscoveryBackend.create_service = patched_create_service

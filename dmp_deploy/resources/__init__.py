@@ -17,6 +17,7 @@ from dmp_deploy.resources.load_balancers import ListenerRules, Listeners, LoadBa
 from dmp_deploy.resources.log_groups import LogGroups
 from dmp_deploy.resources.release_record import ReleaseRecords
 from dmp_deploy.resources.security_groups import SecurityGroupRules, SecurityGroups
+from dmp_deploy.resources.service_discovery import DiscoveryServices, Namespaces
 from dmp_deploy.resources.services import Services
 from dmp_deploy.resources.state_machine import StateMachineAliases, StateMachines
 from dmp_deploy.resources.task_definitions import TaskDefinitions
@@ -36,6 +37,7 @@ def all_kinds() -> list[ResourceKind]:
         IamPolicies(),  # after every kind that declares _extra_iam_policies
         FileSystems(), MountTargets(), AccessPoints(),  # after IamRoles and KmsKeys: reads their declarations
         TaskDefinitions(),
+        Namespaces(), DiscoveryServices(),  # the names the apps find each other by
         Services(),
         EventRules(),
     ]

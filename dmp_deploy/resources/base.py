@@ -90,6 +90,9 @@ class Context:
         # e.g. ("task_definition", family) -> the revision ARN release N ran. Kinds that honour pins use that
         # identifier instead of choosing or registering one.
         self.pins: dict[tuple[str, str], str] = {}
+        # Steps a command asks for just before the first service change of an apply, each run once with this
+        # context (`apply --migrate` puts the db-migration task here); a step raises ApplyError to stop the apply.
+        self.before_services: list[Callable[["Context"], None]] = []
         # Each map's bound: botocore keeps 32 connections per client (aws.py). Per-item reads (a tag call per log
         # group, a description per task definition) take len/32 round trips instead of len/8 (docs/benchmarks.md).
         self.max_workers = max_workers
@@ -129,6 +132,11 @@ class ResourceKind:
 
     def desired(self, state: "DesiredState") -> dict[str, dict]:
         raise NotImplementedError
+
+    def change_order(self, config: "Config", name: str) -> tuple:
+        """Where a change to `name` goes among this kind's changes (ties by name). The default keeps name order;
+        a kind whose resources must change in a given order (services: start order) says so here."""
+        return ()
 
     def read(self, ctx: Context) -> dict[str, Live]:
         raise NotImplementedError

@@ -14,6 +14,7 @@ Canonical form:
       "assign_public_ip": "DISABLED",
       "load_balancers": [{"targetGroupArn": "dmp-local-router", "containerName": "http", "containerPort": 80}],
                                                # our target groups by NAME (their ARNs are random), others by ARN
+      "service_registries": ["api.dmp-local.internal"],  # Cloud Map services by NAME; unknown ARNs stay ARNs
       "health_check_grace_period_seconds": 60, # 0 without a load balancer
       "deployment_circuit_breaker": {"enable": true, "rollback": true},
       "minimum_healthy_percent": 100, "maximum_percent": 200,
@@ -35,12 +36,18 @@ TagResource/UntagResource. An owned service no longer declared is scaled to 0 an
 
 After the changes, `settle` waits for every service whose rollout they started (rollout.py) and raises
 ApplyError naming each failed one, what it runs now and why its tasks stopped.
+
+Start order (apps.START_ORDER): apply changes the services tier by tier, the APIs, then the frontends that
+call them while starting, then the router, and a service of a later tier is changed only once every rollout
+an earlier tier started in this apply has succeeded: a failed api rollout fails the apply before any frontend
+is touched. Before the first service changes, the steps a command put in `ctx.before_services` run once
+(`apply --migrate`: the db-migration task, which must exit 0).
 """
 
 from __future__ import annotations
 
 from dmp_deploy import names, rollout
-from dmp_deploy.apps import APPS
+from dmp_deploy.apps import APPS, START_ORDER, start_tier
 from dmp_deploy.aws import error_code
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ApplyError, ConfigError
@@ -58,7 +65,8 @@ DESCRIBE_BATCH = 10  # DescribeServices takes at most 10 services a call
 LIST_PAGE = 100  # ListServices returns at most 100 ARNs a page (10 unless asked)
 # Fields whose change starts a deployment (or scales one): apply waits for those services.
 ROLLOUT_FIELDS = frozenset({"task_definition", "desired_count", "capacity_provider_strategy", "subnets",
-                            "security_groups", "assign_public_ip", "load_balancers", "enable_execute_command"})
+                            "security_groups", "assign_public_ip", "load_balancers", "enable_execute_command",
+                            "service_registries"})
 NETWORK_FIELDS = frozenset({"subnets", "security_groups", "assign_public_ip"})
 DEPLOYMENT_FIELDS = frozenset({"deployment_circuit_breaker", "minimum_healthy_percent", "maximum_percent"})
 
@@ -108,6 +116,7 @@ def desired_spec(config: Config, app: str, task_definition: dict) -> dict:
         "security_groups": security_group_names(config, app),
         "assign_public_ip": "DISABLED",
         "load_balancers": lbs,
+        "service_registries": [names.discovery_service(config, app)],
         "health_check_grace_period_seconds": HEALTH_CHECK_GRACE_SECONDS if lbs else 0,
         "deployment_circuit_breaker": {"enable": True, "rollback": True},
         "minimum_healthy_percent": config.deployment.minimum_healthy_percent,
@@ -120,10 +129,11 @@ def desired_spec(config: Config, app: str, task_definition: dict) -> dict:
 
 
 def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str], up_to_date: set[str],
-              target_group_names: dict[str, str] | None = None) -> dict:
+              target_group_names: dict[str, str] | None = None,
+              registry_names: dict[str, str] | None = None) -> dict:
     """A DescribeServices entry in canonical form. `group_names` maps our groups' ids to names, `subnet_ids`
     is what network.subnets resolves to, `up_to_date` holds the revision ARNs with the template's content,
-    `target_group_names` maps our target groups' ARNs to names."""
+    `target_group_names` maps our target groups' ARNs to names, `registry_names` our Cloud Map services'."""
     tg_names = target_group_names or {}
     vpc = (service.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
     deployment = service.get("deploymentConfiguration") or {}
@@ -147,6 +157,8 @@ def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str],
         "security_groups": sorted(group_names.get(g, g) for g in vpc.get("securityGroups") or []),
         "assign_public_ip": vpc.get("assignPublicIp", "DISABLED"),
         "load_balancers": lbs,
+        "service_registries": sorted((registry_names or {}).get(r.get("registryArn"), r.get("registryArn"))
+                                     for r in service.get("serviceRegistries") or []),
         "health_check_grace_period_seconds": service.get("healthCheckGracePeriodSeconds") or 0,
         "deployment_circuit_breaker": {"enable": bool(breaker.get("enable")),
                                        "rollback": bool(breaker.get("rollback"))},
@@ -181,6 +193,16 @@ def network_configuration(ctx: Context, group_names: list[str]) -> dict:
     }}
 
 
+def service_registries(ctx: Context, spec: dict) -> list[dict]:
+    """serviceRegistries for ECS: each Cloud Map service's ARN. A records on awsvpc tasks need no port."""
+    return [{"registryArn": ctx.registry.get("cloud_map_service", r, "arn")}
+            for r in spec.get("service_registries") or []]  # a release recorded before registries: none
+
+
+def _app_of(config: Config, service_name: str) -> str | None:
+    return next((app for app in APPS if names.family(config, app) == service_name), None)
+
+
 def _tag_list(tags: dict[str, str]) -> list[dict]:
     return [{"key": k, "value": v} for k, v in sorted(tags.items())]
 
@@ -213,7 +235,7 @@ class Services(ResourceKind):
     kind = KIND
     # ECS refuses a target group no load balancer uses: a frontend's is used once a listener rule forwards to it.
     depends_on = ("cluster", "task_definition", "security_group", "iam_role", "log_group", TARGET_GROUP_KIND,
-                  RULES_KIND)
+                  RULES_KIND, "cloud_map_service")
 
     def desired(self, state) -> dict[str, dict]:
         config = state.config
@@ -235,12 +257,14 @@ class Services(ResourceKind):
         up_to_date = self._up_to_date_revisions(ctx, ours)
         group_names = ctx.registry.names_by("security_group", "id")
         tg_names = ctx.registry.names_by(TARGET_GROUP_KIND, "arn")
+        registry_names = ctx.registry.names_by("cloud_map_service", "arn")
         out = {}
         for service in ours:
             name = service["serviceName"]
             ctx.registry.put(self.kind, name, arn=service["serviceArn"])
             out[name] = Live(
-                spec=live_spec(service, group_names, ctx.lookups.get("subnet_ids", []), up_to_date, tg_names),
+                spec=live_spec(service, group_names, ctx.lookups.get("subnet_ids", []), up_to_date, tg_names,
+                               registry_names),
                 ids={"arn": service["serviceArn"], "task_definition_arn": service.get("taskDefinition")},
             )
         return out
@@ -265,7 +289,13 @@ class Services(ResourceKind):
 
     # --- changes ---
 
+    def change_order(self, config: Config, name: str) -> tuple:
+        """Services change in start order: APIs, then frontends, then the router (apps.START_ORDER)."""
+        app = _app_of(config, name)
+        return (start_tier(app) if app else len(START_ORDER),)  # not an app (undeclared): last
+
     def create(self, ctx: Context, name: str, spec: dict) -> None:
+        self._start_in_order(ctx, name)
         task_definition = ctx.registry.get("task_definition", spec["task_definition"], "arn")
         params = {
             "cluster": names.cluster(ctx.config),
@@ -285,12 +315,16 @@ class Services(ResourceKind):
         if spec["load_balancers"]:
             params["loadBalancers"] = load_balancers_for_api(ctx, spec["load_balancers"])
             params["healthCheckGracePeriodSeconds"] = spec["health_check_grace_period_seconds"]
+        if spec.get("service_registries"):
+            params["serviceRegistries"] = service_registries(ctx, spec)
         service = ctx.aws.call("ecs", "create_service", **params)["service"]
         ctx.registry.put(self.kind, name, arn=service["serviceArn"])
         self._expect_rollout(ctx, name, task_definition, service)
 
     def update(self, ctx: Context, name: str, spec: dict, live: Live, changes: list[FieldChange]) -> None:
         fields = {c.path.split(".")[0] for c in changes}
+        if fields & ROLLOUT_FIELDS:
+            self._start_in_order(ctx, name)
         params: dict = {}
         if "task_definition" in fields:
             params["taskDefinition"] = ctx.registry.get("task_definition", spec["task_definition"], "arn")
@@ -305,6 +339,8 @@ class Services(ResourceKind):
             params["forceNewDeployment"] = True  # AWS requires it to move tasks to another strategy
         if "load_balancers" in fields:
             params["loadBalancers"] = load_balancers_for_api(ctx, spec["load_balancers"])
+        if "service_registries" in fields:
+            params["serviceRegistries"] = service_registries(ctx, spec)
         if "health_check_grace_period_seconds" in fields and spec["load_balancers"]:
             params["healthCheckGracePeriodSeconds"] = spec["health_check_grace_period_seconds"]
         if "enable_execute_command" in fields:
@@ -336,8 +372,8 @@ class Services(ResourceKind):
 
     def settle(self, ctx: Context, changes: list) -> None:
         """Wait for the rollouts the changes started; fail naming every service that did not roll out."""
-        expected = self._rollouts(ctx)
-        targets = [expected[c.name] for c in changes if c.name in expected]
+        expected, confirmed = self._rollouts(ctx), self._confirmed(ctx)
+        targets = [expected[c.name] for c in changes if c.name in expected and c.name not in confirmed]
         if not targets:
             return
         deployment = ctx.config.deployment
@@ -357,6 +393,30 @@ class Services(ResourceKind):
     @staticmethod
     def _rollouts(ctx: Context) -> dict[str, rollout.Target]:
         return ctx.memo("service rollouts to wait for", dict)
+
+    @staticmethod
+    def _confirmed(ctx: Context) -> set[str]:
+        """The services whose rollout in this apply has already been waited for, and succeeded."""
+        return ctx.memo("service rollouts that succeeded", set)
+
+    def _start_in_order(self, ctx: Context, name: str) -> None:
+        """Before a service's change starts a rollout: the command's steps before the first service change
+        (once), then every rollout of an earlier start tier that this apply started must have succeeded."""
+        while ctx.before_services:
+            ctx.before_services.pop(0)(ctx)
+        tier = self.change_order(ctx.config, name)
+        confirmed = self._confirmed(ctx)
+        earlier = [target for other, target in sorted(self._rollouts(ctx).items())
+                   if other not in confirmed and self.change_order(ctx.config, other) < tier]
+        if not earlier:
+            return
+        deployment = ctx.config.deployment
+        outcomes = rollout.wait(ctx, names.cluster(ctx.config), earlier, deployment.rollout_timeout_seconds,
+                                deployment.rollout_poll_seconds)
+        confirmed.update(o.service for o in outcomes if not o.failed)
+        if any(o.failed for o in outcomes):
+            raise ApplyError(rollout.failure_message(outcomes) + f"\n{name} and the services that start after "
+                             f"it were not changed: they start only once the services they call have rolled out.")
 
     def _expect_rollout(self, ctx: Context, name: str, task_definition: str, answer: dict) -> None:
         """Remember what this service must end up running, and which of its events were there already."""
