@@ -61,7 +61,7 @@ def test_db_migration_runs_in_the_api_network_and_exits_0(local_aws, run_cli, ap
 
     task = _task(local_aws, result.json["task_arn"])
     assert task["taskDefinitionArn"].rsplit("/", 1)[1].startswith("dmp-local-db-migration:")
-    assert task["startedBy"] == "dmp-deploy run-task"
+    assert task["startedBy"] == "dmp-deploy/run-task"
     eni = next(d["value"] for a in task["attachments"] for d in a["details"] if d["name"] == "networkInterfaceId")
     ec2 = local_aws.client("ec2")
     (interface,) = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]

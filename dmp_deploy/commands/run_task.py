@@ -32,7 +32,9 @@ log = structlog.get_logger()
 RUNS_AS = {"db-migration": "api"}  # one-off task -> the app whose network setup it uses
 MAIN_CONTAINER = "wsgi"  # the app's own code; COMMAND replaces its command
 FAILED = 1
-STARTED_BY = "dmp-deploy run-task"
+# ECS allows up to 128 letters, numbers, hyphens, forward slashes and underscores here (RunTask's documentation;
+# the client does not check it, AWS refuses anything else): no space.
+STARTED_BY = "dmp-deploy/run-task"
 
 
 def add_parser(sub):
