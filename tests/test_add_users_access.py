@@ -59,9 +59,11 @@ def test_the_step_functions_role_runs_passes_and_deletes_exactly_the_workflows_t
 
 
 def test_the_trigger_role_starts_only_the_live_alias():
+    # Authorised against the unqualified machine ARN, scoped to the alias by its qualifier (an alias ARN as the
+    # Resource would match nothing: Step Functions' "Authorization for versions and aliases").
     assert statements(add_users_access.trigger_policy(local())) == {
-        "StartTheLiveWorkflow": {"Effect": "Allow", "Action": "states:StartExecution",
-                                 "Resource": f"{MACHINE_ARN}:live"}}
+        "StartTheLiveWorkflow": {"Effect": "Allow", "Action": "states:StartExecution", "Resource": MACHINE_ARN,
+                                 "Condition": {"StringEquals": {"states:StateMachineQualifier": "live"}}}}
 
 
 def test_the_copier_reads_uploads_and_decrypts_them_through_s3_only():

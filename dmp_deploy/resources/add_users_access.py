@@ -122,8 +122,12 @@ def states_policy(config) -> dict:
 
 
 def trigger_policy(config) -> dict:
+    # Step Functions authorises a version or an alias against the *unqualified* state machine ARN; the qualifier
+    # condition scopes it to the alias (developer guide, "Authorization for versions and aliases"). A Resource
+    # naming the alias ARN itself matches nothing, and the trigger would be refused.
     return policy([{"Sid": "StartTheLiveWorkflow", "Effect": "Allow", "Action": "states:StartExecution",
-                    "Resource": alias_arn(config)}])
+                    "Resource": machine_arn(config),
+                    "Condition": {"StringEquals": {"states:StateMachineQualifier": ALIAS}}}])
 
 
 def copier_policy(config) -> dict:
