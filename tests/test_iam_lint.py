@@ -1,8 +1,8 @@
 """Issue 12, item 3: every policy this tool renders (roles' trust and inline policies, managed policies, bucket and
-file-system policies) for local, staging and production is linted with parliament: unknown actions, unknown or
-mistyped condition keys, resources that do not fit the action, and the community auditors' findings. Every finding is
-fixed or listed in tests/iam_lint_allowlist.toml with the reason. The KMS key policy is AWS's default one (kms_keys.py
-leaves it as created): nothing of ours to lint.
+file-system policies, the state bucket's) for local, staging and production is linted with parliament: unknown
+actions, unknown or mistyped condition keys, resources that do not fit the action, and the community auditors'
+findings. Every finding is fixed or listed in tests/iam_lint_allowlist.toml with the reason. The KMS key policy is
+AWS's default one (kms_keys.py leaves it as created): nothing of ours to lint.
 
 On top of parliament, one rule it does not know (the bug it missed): Step Functions authorises versions and aliases
 against the *unqualified* state machine ARN, so a `stateMachine:NAME:QUALIFIER` Resource matches nothing; scope to an
@@ -21,7 +21,7 @@ from pathlib import Path
 import parliament
 import pytest
 
-from dmp_deploy import desired, names
+from dmp_deploy import desired, names, state_store
 from dmp_deploy.config import load_config
 from dmp_deploy.resources import all_kinds, efs, kms_keys
 
@@ -53,6 +53,9 @@ def rendered_policies(env: str) -> list[tuple[str, dict]]:
         if spec.get("policy"):
             arn = f"arn:aws:elasticfilesystem:{region}:{account}:file-system/fs-0123456789abcdef0"
             out.append((f"{env} efs_file_system {name}", efs.policy_document(spec["policy"], arn)))
+    if config.add_users.enforce_tls_in_bucket_policy:
+        bucket = state_store.bucket_name(config)
+        out.append((f"{env} state_bucket {bucket}", state_store.tls_only_policy(bucket)))
     key_arn = f"arn:aws:kms:{region}:{account}:key/0123abcd-0123-4567-89ab-0123456789ab"
     return [(where, json.loads(re.sub(re.escape(kms_keys.PLACEHOLDER_PREFIX) + r"[^\"]*>", key_arn,
                                       json.dumps(document)))) for where, document in out]
@@ -110,7 +113,7 @@ def test_every_policy_is_linted(all_findings):
     for env in ENVS:
         kinds = {where.split()[1] for where, _ in rendered_policies(env)}
         assert {"iam_role", "efs_file_system"} <= kinds, env
-    assert any(where.startswith("production bucket") for where, _ in rendered_policies("production"))
+    assert {"bucket", "state_bucket"} <= {where.split()[1] for where, _ in rendered_policies("production")}
 
 
 def test_every_finding_is_fixed_or_allowed_with_a_reason(all_findings):
