@@ -20,7 +20,7 @@ from cfnlint.api import ManualArgs, lint
 
 from dmp_deploy import desired, names
 from dmp_deploy.config import load_config
-from dmp_deploy.resources import all_kinds, efs, kms_keys
+from dmp_deploy.resources import all_kinds, kms_keys
 from dmp_deploy.resources import state_machine as sm
 
 ENVS = ("local", "staging", "production")
@@ -67,7 +67,8 @@ def with_placeholder_ids(document, config):
     return json.loads(text)
 
 
-def _key_arn(config, ref: dict) -> str:
+def _key_arn(ref: dict) -> str:
+    """A key reference as policies and settings write it (the placeholder becomes a key ARN later)."""
     return kms_keys.arn_placeholder(ref)
 
 
@@ -92,7 +93,7 @@ def _rules(spec: dict, direction: str) -> list[dict]:
     return out
 
 
-def resources_of(kind: str, name: str, spec: dict, config, state) -> dict[str, dict]:
+def resources_of(kind: str, name: str, spec: dict, config) -> dict[str, dict]:
     """{logical id: CloudFormation resource} for one rendered spec."""
     env = config.environment
     lid = logical_id(kind, name)
@@ -122,7 +123,7 @@ def resources_of(kind: str, name: str, spec: dict, config, state) -> dict[str, d
         encryption = spec["encryption"]
         default = {"SSEAlgorithm": encryption["algorithm"]}
         if encryption.get("kms_key"):
-            default["KMSMasterKeyID"] = _key_arn(config, encryption["kms_key"])
+            default["KMSMasterKeyID"] = _key_arn(encryption["kms_key"])
         props = {
             "BucketName": name,
             "PublicAccessBlockConfiguration": spec["public_access_block"],
@@ -172,7 +173,7 @@ def resources_of(kind: str, name: str, spec: dict, config, state) -> dict[str, d
                  "BackupPolicy": {"Status": "ENABLED" if spec["automatic_backups"] else "DISABLED"},
                  "FileSystemTags": cfn_tags({"Name": name, **spec["tags"]})}
         if spec.get("kms_key"):
-            props["KmsKeyId"] = _key_arn(config, spec["kms_key"])
+            props["KmsKeyId"] = _key_arn(spec["kms_key"])
         if spec.get("lifecycle_policies"):
             props["LifecyclePolicies"] = spec["lifecycle_policies"]
         if spec.get("policy"):
@@ -272,7 +273,7 @@ def template(env: str) -> str:
         if kind.startswith("_") or kind in NOT_RESOURCES:
             continue
         for name, spec in sorted(specs.items()):
-            resources.update(resources_of(kind, name, copy.deepcopy(spec), config, state))
+            resources.update(resources_of(kind, name, copy.deepcopy(spec), config))
     document = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}
     return json.dumps(with_placeholder_ids(document, config), indent=1)
 
@@ -301,7 +302,7 @@ def test_every_kind_is_mapped_or_explained():
         if kind in NOT_RESOURCES:
             continue
         for name, spec in state.resources.get(kind, {}).items():
-            assert resources_of(kind, name, copy.deepcopy(spec), config, state), (kind, name)
+            assert resources_of(kind, name, copy.deepcopy(spec), config), (kind, name)
 
 
 # --- a broken template fails (a test of the test) ------------------------------------------------------------
