@@ -21,6 +21,14 @@ def bucket_name(config: Config) -> str:
     return f"{config.prefix}-dmp-deploy-state-{config.environment.account_id}"
 
 
+def tls_only_policy(bucket: str) -> dict:
+    """The state bucket's policy: refuse every request not made over TLS."""
+    return {"Version": "2012-10-17",
+            "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                           "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                           "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+
+
 class StateStore:
     def __init__(self, config: Config, aws: Aws):
         self.config = config
@@ -66,12 +74,8 @@ class StateStore:
         self.aws.call("s3", "put_bucket_versioning", Bucket=self.bucket,
                       VersioningConfiguration={"Status": "Enabled"})
         if self.config.add_users.enforce_tls_in_bucket_policy:
-            self.aws.call("s3", "put_bucket_policy", Bucket=self.bucket, Policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
-                               "Action": "s3:*",
-                               "Resource": [f"arn:aws:s3:::{self.bucket}", f"arn:aws:s3:::{self.bucket}/*"],
-                               "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+            self.aws.call("s3", "put_bucket_policy", Bucket=self.bucket,
+                          Policy=json.dumps(tls_only_policy(self.bucket)))
         self.aws.call("s3", "put_bucket_tagging", Bucket=self.bucket, Tagging={"TagSet": [
             {"Key": k, "Value": v} for k, v in sorted(tags.items())]})
 

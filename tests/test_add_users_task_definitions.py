@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import os
 import subprocess
 import sys
@@ -184,8 +185,12 @@ def test_task_definitions_follow_a_replaced_access_point_in_the_same_apply(local
 
     plan = run_cli("plan", "--env", "local", "--json")
     assert plan.code == 2
+    # The new identities cascade, shown up front: the revisions naming the access point, then the machine naming
+    # the revisions (a new version) and the alias routing to that version (issue 12).
     assert sorted((c["kind"], c["name"], c["action"]) for c in plan.json["changes"]) == [
         ("efs_access_point", "dmp-local-add-users", "replace"),
+        ("state_machine", "dmp-local-add-users", "update"),
+        ("state_machine_alias", "dmp-local-add-users:live", "update"),
         ("task_definition", "dmp-local-add-users", "update"),
         ("task_definition", "dmp-local-add-users-cleaner", "update"),
         ("task_definition", "dmp-local-add-users-copier", "update")]
@@ -200,4 +205,12 @@ def test_task_definitions_follow_a_replaced_access_point_in_the_same_apply(local
         assert efs_config["authorizationConfig"]["accessPointId"] == new["AccessPointId"]
         assert efs_config["fileSystemId"] == new["FileSystemId"]
         assert definition["revision"] == 2
+    states = local_aws.client("stepfunctions")
+    alias = states.describe_state_machine_alias(
+        stateMachineAliasArn="arn:aws:states:eu-west-2:123456789012:stateMachine:dmp-local-add-users:live")
+    (route,) = alias["routingConfiguration"]
+    machine = states.describe_state_machine(stateMachineArn=route["stateMachineVersionArn"])  # what triggers run
+    named = set(re.findall(r"task-definition/([\w-]+:\d+)", machine["definition"]))
+    assert named == {"dmp-local-add-users:2", "dmp-local-add-users-copier:2", "dmp-local-add-users-cleaner:2"}
     assert run_cli("plan", "--env", "local").code == 0
+    assert run_cli("drift", "--env", "local").code == 0

@@ -389,8 +389,12 @@ def test_a_changed_access_point_path_replaces_it_new_one_first(local_aws, run_cl
     assert plan.code == 2
     c, *followers = plan.json["changes"]
     assert (c["kind"], c["name"], c["action"], c["destroys_data"]) == ("efs_access_point", AP, "replace", False)
+    # Everything that names the new identity follows, up front: the revisions, the machine naming them (a new
+    # version) and the alias routing to it (issue 12).
     assert {(f["kind"], f["name"], f["action"]) for f in followers} == {
-        ("task_definition", family, "update") for family in ADD_USERS_FAMILIES}
+        ("task_definition", family, "update") for family in ADD_USERS_FAMILIES} | {
+        ("state_machine", "dmp-local-add-users", "update"),
+        ("state_machine_alias", "dmp-local-add-users:live", "update")}
     (field,) = c["fields"]
     assert (field["path"], field["forces_replace"]) == ("root_directory", True)
     assert field["after"]["path"] == "/add-users-v2"

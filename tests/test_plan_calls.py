@@ -86,10 +86,11 @@ def test_what_is_not_ours_costs_no_extra_description(applied):
     assert calls["ecs.describe_services"] == math.ceil(25 / 10)
 
 
-def test_a_service_running_an_older_revision_costs_one_more_description(applied):
-    """When the newest revision is not the one a service runs, that revision is described once more, and only
-    once, whichever kinds need it (the task_definition kind looks for a kept revision holding the template; the
-    services kind asks whether what a service runs is up to date)."""
+def test_a_service_running_an_older_revision_costs_no_more_description(applied):
+    """When the newest revision (registered out of band, without our content hash) is not the one a service runs,
+    no other revision is described: the family is to register a new revision, and whether the revision a service
+    runs is current is the task_definition kind's answer in the registry (deployed_family), not a description of
+    its own. The service follows the new revision in the same plan."""
     ecs = applied.client("ecs")
     family = "dmp-local-api"
     base = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
@@ -99,8 +100,9 @@ def test_a_service_running_an_older_revision_costs_one_more_description(applied)
     ecs.register_task_definition(**request)  # revision 2, newer than the revision 1 the service runs
 
     env = session.open_environment("local", read_only=True)
-    planner.build_plan(env.ctx, env.kinds)
+    rec = planner.build_plan(env.ctx, env.kinds)
     calls = env.aws.stats.calls
-    assert calls["ecs.describe_task_definition"] == len(env.ctx.desired.resources["task_definition"]) + 1
+    assert calls["ecs.describe_task_definition"] == len(env.ctx.desired.resources["task_definition"])
+    assert {(c.kind, c.name) for c in rec.plan.changes} >= {("task_definition", family), ("service", family)}
     assert calls["ecs.list_task_definitions"] == 1
     assert calls["ecs.describe_services"] == 1

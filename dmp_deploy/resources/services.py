@@ -5,8 +5,9 @@ Canonical form:
 
     {
       "task_definition": "dmp-local-api",      # the family: "runs the revision of the current template".
-                                               # Live: the family when the revision the service runs has the
-                                               # template's content, else that revision ("dmp-local-api:6")
+                                               # Live: the family when the service runs exactly the revision
+                                               # the task_definition kind deploys and keeps in this run
+                                               # (tds.deployed_family), else that revision ("dmp-local-api:6")
       "desired_count": 1,
       "capacity_provider_strategy": [{"capacityProvider": "FARGATE", "weight": 1, "base": 0}],
       "subnets": "network.subnets",            # the config lookup; live ids that are not its answer are listed
@@ -28,10 +29,11 @@ Capacity: every service names its capacity provider strategy explicitly, the clu
 cluster's default once and keeps it, so an explicit strategy is what makes a config change reach services.
 Tasks' tags are propagated from the SERVICE (ownership and environment), with ECS's managed tags on.
 
-Reads: ListServices on the cluster, DescribeServices (with TAGS) in batches of 10, and DescribeTaskDefinition
-of each distinct revision the services run (to tell an up-to-date revision from a stale one: same test as the
-task_definition kind, content hash first). Both are shared with the task_definition kind through the run's
-context (`cluster_services`, task_definitions.describe): in a no-op plan this kind makes no call of its own. Everything is updated in place with UpdateService; tags with
+Reads: ListServices on the cluster and DescribeServices (with TAGS) in batches of 10, shared with the
+task_definition kind through the run's context (`cluster_services`); whether the revision a service runs is up to
+date is the task_definition kind's answer in the registry (a revision with the template's content that is not the
+family's deployed one, e.g. superseded by a revision registered in this apply, is not): in a no-op plan this kind
+makes no call of its own. Everything is updated in place with UpdateService; tags with
 TagResource/UntagResource. An owned service no longer declared is scaled to 0 and deleted (force).
 
 After the changes, `settle` waits for every service whose rollout they started (rollout.py) and raises
@@ -132,7 +134,7 @@ def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str],
               target_group_names: dict[str, str] | None = None,
               registry_names: dict[str, str] | None = None) -> dict:
     """A DescribeServices entry in canonical form. `group_names` maps our groups' ids to names, `subnet_ids`
-    is what network.subnets resolves to, `up_to_date` holds the revision ARNs with the template's content,
+    is what network.subnets resolves to, `up_to_date` holds the revision ARNs that are their family's deployed one,
     `target_group_names` maps our target groups' ARNs to names, `registry_names` our Cloud Map services'."""
     tg_names = target_group_names or {}
     vpc = (service.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
@@ -170,18 +172,6 @@ def live_spec(service: dict, group_names: dict[str, str], subnet_ids: list[str],
         "tags": {t["key"]: t.get("value", "") for t in service.get("tags") or []
                  if not t["key"].startswith("aws:")},
     }
-
-
-def has_template_content(described: dict, desired_td_spec: dict | None) -> bool:
-    """Whether a DescribeTaskDefinition answer (with tags) has the content the task_definition kind wants:
-    its content-hash tag says so, or (a revision registered without it) its canonical content is equal."""
-    if not desired_td_spec:
-        return False
-    tags = {t["key"]: t["value"] for t in described.get("tags") or []}
-    want_hash = desired_td_spec["tags"].get(tds.CONTENT_HASH_TAG)
-    if want_hash and tags.get(tds.CONTENT_HASH_TAG) == want_hash:
-        return True
-    return tds.canonical_definition(described["taskDefinition"]) == tds.content_of(desired_td_spec)
 
 
 def network_configuration(ctx: Context, group_names: list[str]) -> dict:
@@ -271,14 +261,12 @@ class Services(ResourceKind):
 
     @staticmethod
     def _up_to_date_revisions(ctx: Context, services: list[dict]) -> set[str]:
-        """The revisions, among those the services run, that have their template's current content. Each is
-        described once per run (tds.describe): usually the very revision the task_definition kind compared."""
-        wanted = ctx.desired.resources.get("task_definition", {})
-        running = sorted({s["taskDefinition"] for s in services if s.get("taskDefinition")})
-        running = [arn for arn in running if rollout.revision(arn).split(":")[0] in wanted]
-        answers = ctx.map(lambda arn: tds.describe(ctx, arn), running)
-        return {arn for arn, answer in zip(running, answers)
-                if has_template_content(answer, wanted.get(rollout.revision(arn).split(":")[0]))}
+        """The revisions, among those the services run, that are exactly the revision the task_definition kind
+        deploys for their family and keeps in this apply (tds.deployed_family): a service running any other, even
+        one with the same content (deregistered out of band, or superseded by a revision registered now), is
+        moved to the family's revision in the same apply."""
+        return {s["taskDefinition"] for s in services
+                if s.get("taskDefinition") and tds.deployed_family(ctx, s["taskDefinition"])}
 
     def diff(self, name: str, desired: dict, live: Live) -> list[FieldChange]:
         changes = super().diff(name, desired, live)

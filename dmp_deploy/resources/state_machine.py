@@ -47,6 +47,7 @@ from dmp_deploy.aws import error_code
 from dmp_deploy.errors import ApplyError
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import add_users_access
+from dmp_deploy.resources import task_definitions as tds
 from dmp_deploy import placeholders
 from dmp_deploy.resources.base import Context, Live, ResourceKind
 from dmp_deploy.resources.security_groups import GROUP_KIND, read_groups
@@ -197,25 +198,11 @@ def routed_version(routing: list[dict]) -> Any:
 # --- the machine ------------------------------------------------------------------------------------------------
 
 def _family_if_declared_content(ctx: Context, arn: str) -> str | None:
-    """The family of a task definition revision when it holds what the task_definition kind declares (or
-    pins, for `revert` and `drift`) for that family; None otherwise. Described once per run, shared with it."""
-    from dmp_deploy.resources import services, task_definitions as tds  # services imports this module's kin
-
-    try:
-        family = tds.family_and_revision(arn)[0]
-    except ValueError:
-        return None  # a family without a revision: not what this tool writes
-    wanted = ctx.desired.resources.get(tds.TaskDefinitions.kind, {}).get(family)
-    if wanted is None:
-        return None
-    pinned = ctx.pins.get((tds.TaskDefinitions.kind, family))
-    if pinned:
-        return family if arn == pinned else None
-    try:
-        described = tds.describe(ctx, arn)
-    except ClientError:
-        return None  # deleted: certainly not the declared content
-    return family if services.has_template_content(described, wanted) else None
+    """The family of a task definition revision when it is the very revision the task_definition kind deploys
+    (the one it pins, for `revert` and `drift`) and no new one replaces it in this apply; None otherwise, so that
+    a machine naming a superseded revision is updated (and its alias moved) in the same apply as the registration.
+    """
+    return tds.deployed_family(ctx, arn)
 
 
 def _live_machine_spec(ctx: Context, described: dict, tags: dict) -> dict:

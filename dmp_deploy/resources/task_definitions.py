@@ -290,6 +290,25 @@ def revisions_in_use(ctx: Context) -> set[str]:
     return in_use
 
 
+def deployed_family(ctx: Context, arn: str) -> str | None:
+    """The family when `arn` is exactly the revision this run deploys for it and keeps deploying: the kind's
+    target (the newest ACTIVE revision holding the declared content, the one a service runs or a release pinned),
+    and no new revision is to be registered in this apply. Otherwise None: whoever names `arn` (a state machine,
+    a service) names a revision that is, or is about to be, superseded, and must be changed to name the new one.
+
+    This is how an identity change cascades (docs/architecture.md): the task_definition kind reads before the
+    kinds that name its revisions and records its target and whether it renews it in the registry; they read a
+    revision other than that target as "FAMILY:REVISION", a difference the plan shows up front, and write the
+    registry's revision when they act, which by then is the one just registered."""
+    try:
+        family = family_and_revision(arn)[0]
+    except ValueError:
+        return None
+    if ctx.registry.find(TaskDefinitions.kind, family, "renewing"):
+        return None
+    return family if ctx.registry.find(TaskDefinitions.kind, family, "arn") == arn else None
+
+
 def _hash_of(answer: dict) -> str | None:
     return next((t["value"] for t in answer.get("tags") or [] if t["key"] == CONTENT_HASH_TAG), None)
 
@@ -354,9 +373,11 @@ class TaskDefinitions(ResourceKind):
             out[family] = live
             if family not in declared:
                 continue  # deregistered whole: nothing to prune separately
-            ctx.registry.put(self.kind, family, arn=newest_arn, revision=newest_revision)
             registering = any(not c.path.startswith("tags.")
                               for c in self.diff(family, declared[family], live))
+            # `renewing`: this apply registers a new revision, so whatever names the current one (a state machine
+            # version, a service) must follow it in the same apply (deployed_family).
+            ctx.registry.put(self.kind, family, arn=newest_arn, revision=newest_revision, renewing=registering)
             running = {r for r, arn in revisions if arn in in_use or arn == newest_arn}
             arns = dict(revisions)
             for revision in revisions_to_prune(list(arns), config.deployment.keep_revisions, running,
