@@ -186,6 +186,92 @@ def delete_release_index(aws):
     aws.client("s3").delete_object(Bucket=f"{PREFIX}-dmp-deploy-state-{ACCOUNT}", Key="releases/index.json")
 
 
+def _deregister_and_delete_cloud_map_service(sd, service_id: str) -> None:
+    """AWS refuses to delete a Cloud Map service with instances: the tasks ECS registered go first."""
+    for instance in sd.list_instances(ServiceId=service_id)["Instances"]:
+        sd.deregister_instance(ServiceId=service_id, InstanceId=instance["Id"])
+    sd.delete_service(Id=service_id)
+
+
+def _namespace_id(sd) -> str:
+    (namespace,) = [n for n in sd.list_namespaces()["Namespaces"] if n["Name"] == f"{PREFIX}.internal"]
+    return namespace["Id"]
+
+
+def delete_cloud_map_service(aws):
+    sd = aws.client("servicediscovery")
+    (service,) = [s for s in sd.list_services()["Services"] if s["Name"] == "api"
+                  and s.get("NamespaceId", _namespace_id(sd)) == _namespace_id(sd)]
+    _deregister_and_delete_cloud_map_service(sd, service["Id"])
+
+
+def delete_cloud_map_namespace(aws):
+    sd = aws.client("servicediscovery")
+    namespace = _namespace_id(sd)
+    for service in sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace],
+                                              "Condition": "EQ"}])["Services"]:
+        _deregister_and_delete_cloud_map_service(sd, service["Id"])
+    sd.delete_namespace(Id=namespace)
+
+
+def _www_load_balancer(elb) -> tuple[dict, dict]:
+    (balancer,) = elb.describe_load_balancers(Names=[f"{PREFIX}-www"])["LoadBalancers"]
+    (listener,) = elb.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    return balancer, listener
+
+
+def delete_listener_rule(aws):
+    elb = aws.client("elbv2")
+    _, listener = _www_load_balancer(elb)
+    (rule, *_) = [r for r in elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"] if not r["IsDefault"]]
+    elb.delete_rule(RuleArn=rule["RuleArn"])
+
+
+def delete_listener(aws):
+    elb = aws.client("elbv2")
+    (balancer,) = elb.describe_load_balancers(Names=[f"{PREFIX}-public"])["LoadBalancers"]
+    (http,) = [l for l in elb.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+               if l["Port"] == 80]
+    elb.delete_listener(ListenerArn=http["ListenerArn"])
+
+
+def delete_target_group(aws):
+    # AWS refuses to delete a target group a rule forwards to: the rule goes first.
+    elb = aws.client("elbv2")
+    (group,) = elb.describe_target_groups(Names=[f"{PREFIX}-user"])["TargetGroups"]
+    _, listener = _www_load_balancer(elb)
+    for rule in elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]:
+        if not rule["IsDefault"] and any(a.get("TargetGroupArn") == group["TargetGroupArn"] for a in rule["Actions"]):
+            elb.delete_rule(RuleArn=rule["RuleArn"])
+    elb.delete_target_group(TargetGroupArn=group["TargetGroupArn"])
+
+
+def delete_load_balancer(aws):
+    # The www path router: its new DNS name is the router's DM_FRONTEND_URL, so the router follows.
+    elb = aws.client("elbv2")
+    balancer, listener = _www_load_balancer(elb)
+    elb.delete_listener(ListenerArn=listener["ListenerArn"])
+    elb.delete_load_balancer(LoadBalancerArn=balancer["LoadBalancerArn"])
+
+
+def services_name_live_registries(aws):
+    ecs, sd = aws.client("ecs"), aws.client("servicediscovery")
+    arns = {s["Arn"] for s in sd.list_services()["Services"]}
+    (service,) = ecs.describe_services(cluster=CLUSTER, services=[f"{PREFIX}-api"])["services"]
+    assert [r["registryArn"] for r in service["serviceRegistries"]] and all(
+        r["registryArn"] in arns for r in service["serviceRegistries"])
+
+
+def router_names_the_live_path_router(aws):
+    ecs, elb = aws.client("ecs"), aws.client("elbv2")
+    balancer, _ = _www_load_balancer(elb)
+    (service,) = ecs.describe_services(cluster=CLUSTER, services=[f"{PREFIX}-router"])["services"]
+    (container,) = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"][
+        "containerDefinitions"]
+    frontend_url = {e["name"]: e["value"] for e in container["environment"]}["DM_FRONTEND_URL"]
+    assert balancer["DNSName"] in frontend_url
+
+
 def service_runs_the_newest_revision(aws):
     ecs = aws.client("ecs")
     newest = ecs.describe_task_definition(taskDefinition=f"{PREFIX}-api")["taskDefinition"]["taskDefinitionArn"]
@@ -244,6 +330,14 @@ DELETIONS = [
     Deletion("event_rule", delete_event_rule_targets),
     Deletion("event_rule", delete_event_rule),
     Deletion("release_record", delete_release_index),
+    Deletion("cloud_map_service", delete_cloud_map_service, services_name_live_registries, ("service",)),
+    Deletion("cloud_map_namespace", delete_cloud_map_namespace, services_name_live_registries,
+             ("cloud_map_service", "service")),
+    Deletion("listener_rules", delete_listener_rule),
+    Deletion("listener", delete_listener),
+    Deletion("target_group", delete_target_group, follows=("listener_rules", "service")),
+    Deletion("load_balancer", delete_load_balancer, router_names_the_live_path_router,
+             ("listener", "listener_rules", "task_definition", "service")),
 ]
 # Kinds with nothing to delete in the local environment, each with the reason.
 NOT_DELETABLE = {
