@@ -1,15 +1,19 @@
-"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes]`: plan, show, carry out, record.
+"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes] [--lock-timeout S]`: plan, show,
+carry out, record.
 
-Exit 0 on success (including nothing to do), 1 on failure. Asks for confirmation only on an interactive
-terminal (never when stdin is not a terminal, never with --yes or --json, never for the embedded local AWS).
+Exit 0 on success (including nothing to do), 1 on failure or when the plan was not approved. Against a real
+account, changes are carried out only after `yes` typed on a terminal, or with --yes; with --json or without a
+terminal, and without --yes, it refuses and changes nothing (dmp_deploy/approval.py). The embedded AWS
+(`--env local`) never asks.
 """
-
-import sys
 
 import structlog
 
 from dmp_deploy import preflight, session, validation
-from dmp_deploy.commands.output import add_env, add_images, add_json, emit_json, emit_text
+from dmp_deploy.approval import Approval
+from dmp_deploy.commands.failures import describe
+from dmp_deploy.commands.output import (add_env, add_images, add_json, color_wanted, emit_json, emit_text,
+                                        error_document)
 from dmp_deploy.deploy import deploy
 from dmp_deploy.errors import UserError
 
@@ -17,23 +21,34 @@ log = structlog.get_logger()
 
 
 def add_parser(sub):
-    p = sub.add_parser("apply", help="plan, show the plan and carry it out (exit 0 ok, 1 failure)")
+    p = sub.add_parser("apply", help="plan, show the plan and carry it out once approved (exit 0 ok, 1 failure)")
     add_env(p)
     add_json(p)
     add_images(p)
+    add_approval(p)
     p.add_argument("--allow-destroy", action="store_true",
                    help="allow deleting or replacing resources that hold data")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
     return p
 
 
-def confirmer(args, env):
-    def confirm(plan) -> bool:
-        if args.yes or args.json or env.config.environment.embedded_aws or not sys.stdin.isatty():
-            return True
-        answer = input(f"Apply {len(plan.changes)} change(s) to {env.config.env}? Type 'yes' to go on: ")
-        return answer.strip() == "yes"
-    return confirm
+def add_approval(p) -> None:
+    """The options apply and revert share: approval and the lock's wait."""
+    p.add_argument("--yes", action="store_true",
+                   help="carry out the plan without asking (needed with --json or without a terminal); stops "
+                        "instead if the plan changes while waiting for the lock")
+    p.add_argument("--lock-timeout", type=int, metavar="SECONDS",
+                   help="wait at most this long for the deploy lock (default: deployment.lock_wait_seconds)")
+
+
+def approval(args, env, command: str) -> Approval:
+    return Approval(env.config.env, command, embedded=env.config.environment.embedded_aws, yes=args.yes,
+                    json_mode=args.json, color=color_wanted(getattr(args, "no_color", False)))
+
+
+def failed(document: dict, exc: UserError) -> None:
+    """Record a failure in a command's JSON document, in the CLI's error shape."""
+    kind, message = describe(exc)
+    document.update(error_document(kind, message))
 
 
 def run(args) -> int:
@@ -44,15 +59,19 @@ def run(args) -> int:
         from dmp_deploy.local.seed import seed_images
         seed_images(env.aws.endpoint_url, env.config, env.ctx.desired.task_definitions)
     document = {"env": args.env, "changes": [], "applied": 0, "release": None, "status": "ok"}
+    approve = approval(args, env, "apply")
     try:
         outcome = deploy(env, allow_destroy=args.allow_destroy, quiet=args.json, command="apply",
-                         confirm=confirmer(args, env), preflight=preflight.check_plan)
+                         confirm=approve.confirm, confirm_again=approve.confirm_again,
+                         preflight=preflight.check_plan, lock_wait_seconds=args.lock_timeout, color=approve.color)
         document.update(outcome.plan.as_dict(), applied=outcome.applied, release=outcome.release,
                         replanned=outcome.replanned)
     except UserError as exc:
         if not args.json:
             raise
-        document.update(status="failed", error=str(exc))
+        failed(document, exc)
+        if approve.shown is not None and not document["changes"]:
+            document.update(approve.shown.as_dict())  # the plan that was refused or not approved
     if args.json:
         emit_json({**document, "calls": env.aws.stats.as_dict()})
     elif document["applied"]:

@@ -6,7 +6,7 @@ Never takes the lock and never mutates (read-only seam). Without any release yet
 import structlog
 
 from dmp_deploy import desired, drift, planner, releases, session
-from dmp_deploy.commands.output import add_env, add_json, emit_json, emit_text
+from dmp_deploy.commands.output import add_env, add_json, color_wanted, emit_json, emit_text
 from dmp_deploy.config import load_config
 from dmp_deploy.resources import all_kinds
 from dmp_deploy.state_store import StateStore
@@ -39,5 +39,5 @@ def run(args) -> int:
     if args.json:
         emit_json(document)
     else:
-        emit_text(drift.render_text(document))
+        emit_text(drift.render_text(document, color_wanted(getattr(args, "no_color", False))))
     return IN_SYNC if document["in_sync"] else DRIFTED

@@ -1,12 +1,17 @@
 """`plan --env E [--json]`: what apply would do. Exit 0 nothing to do, 2 changes pending, 1 error.
 
-Runs through a read-only AWS seam: a mutating call is refused, so plan can never change anything.
+Runs through a read-only AWS seam: a mutating call is refused, so plan can never change anything. A plan with
+changes also runs apply's preflight (images, secrets, roles, target groups the plan needs): what is missing is
+an error (exit 1), so a pipeline that runs only `plan` goes red on an image tag that does not exist.
 """
 
-from dmp_deploy import planner, session, validation
-from dmp_deploy.commands.output import add_env, add_images, add_json, emit_json, emit_text
+from dmp_deploy import planner, preflight, session, validation
+from dmp_deploy.commands.failures import describe
+from dmp_deploy.commands.output import (add_env, add_images, add_json, color_wanted, emit_json, emit_text,
+                                        error_document)
+from dmp_deploy.errors import PlanError
 
-NO_CHANGES, CHANGES_PENDING = 0, 2
+NO_CHANGES, CHANGES_PENDING, ERROR = 0, 2, 1
 
 
 def add_parser(sub):
@@ -22,12 +27,29 @@ def add_parser(sub):
 def run(args) -> int:
     env = session.open_environment(args.env, args.image, read_only=True)
     validation.check(env.ctx.desired)
+    if args.image and env.config.environment.embedded_aws:
+        # As apply does locally: the embedded ECR gets the build `--image` names, as CI would have pushed it.
+        from dmp_deploy.local.seed import seed_images
+        seed_images(env.aws.endpoint_url, env.config, env.ctx.desired.task_definitions)
     rec = planner.build_plan(env.ctx, env.kinds)
+    missing = None
+    if not rec.plan.empty:
+        try:
+            preflight.check_plan(rec)
+        except PlanError as exc:
+            missing = exc
     if args.json:
-        emit_json({**rec.plan.as_dict(), "calls": env.aws.stats.as_dict()})
+        document = {**rec.plan.as_dict(), "calls": env.aws.stats.as_dict()}
+        if missing:
+            document.update(error_document("preflight", describe(missing)[1]))
+        emit_json(document)
     else:
-        emit_text(rec.plan.render_text())
+        emit_text(rec.plan.render_text(color_wanted(getattr(args, "no_color", False))))
         refused = rec.plan.refused_destroys(args.allow_destroy)
         if refused:
             emit_text(f"\n{len(refused)} change(s) destroy data: apply refuses them without --allow-destroy.")
+        if missing:
+            raise missing
+    if missing:
+        return ERROR
     return NO_CHANGES if rec.plan.empty else CHANGES_PENDING
