@@ -75,11 +75,11 @@ def subprocess_cli(qa, *args: str, stdin=subprocess.DEVNULL, input: str | None =
 class Terminal:
     """The CLI in a subprocess on a pseudo-terminal: stdin, stdout and stderr are the pty, as for a person."""
 
-    def __init__(self, qa, *args: str):
+    def __init__(self, qa, *args: str, env: dict | None = None):
         self.master, slave = pty.openpty()
         self.process = subprocess.Popen([sys.executable, "-c", WRAPPER, "--log-format", "json", *args], cwd=ROOT,
-                                        env={**qa.env, "TERM": "dumb"}, stdin=slave, stdout=slave, stderr=slave,
-                                        close_fds=True)
+                                        env={**qa.env, "TERM": "dumb", **(env or {})}, stdin=slave, stdout=slave,
+                                        stderr=slave, close_fds=True)
         os.close(slave)
         self.output = ""
         self.cursor = 0
@@ -170,6 +170,18 @@ def test_on_a_terminal_apply_asks_and_only_yes_goes_on(qa, local_aws, run_cli):
     approved.type("yes")
     assert approved.finish() == 0, approved.output
     assert "Apply complete" in approved.output and retention(local_aws) == 14
+    assert "\x1b[33m~ log_group /dmp-local/api\x1b[0m" in approved.output  # colour: a person is reading
+
+
+@pytest.mark.subprocess
+def test_colour_only_on_a_terminal_and_never_with_no_color(qa, local_aws):
+    on_terminal = Terminal(qa, "plan", "--env", "qa")
+    assert on_terminal.finish() == 2 and "\x1b[32m+ cluster dmp-local\x1b[0m" in on_terminal.output
+    for env, args in (({"NO_COLOR": "1"}, ()), ({}, ("--no-color",))):
+        plain = Terminal(qa, "plan", "--env", "qa", *args, env=env)
+        assert plain.finish() == 2 and "+ cluster dmp-local" in plain.output and "\x1b[" not in plain.output
+    piped = subprocess_cli(qa, "plan", "--env", "qa")
+    assert piped.returncode == 2 and "+ cluster dmp-local" in piped.stdout and "\x1b[" not in piped.stdout
 
 
 def _hold_lock(qa, seconds: int = 120) -> None:
