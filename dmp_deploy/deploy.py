@@ -36,11 +36,14 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
            confirm: Callable[[Plan], bool], kind: str = "apply", reverted_to: int | None = None,
            preflight: Callable | None = None, confirm_again: Callable[[Plan, Plan], bool] | None = None,
            lock_wait_seconds: int | None = None, color: bool = False, reverted: int | None = None,
-           before_showing: Callable | None = None) -> Outcome:
+           before_showing: Callable | None = None, check: Callable | None = None) -> Outcome:
     """`confirm` approves the plan shown; `confirm_again(approved, now)` a different plan built under the lock
     (None: carry it out, saying so). `lock_wait_seconds` overrides the config's wait for the lock.
-    `before_showing(rec)` runs on the first plan before it is shown (revert's header)."""
+    `before_showing(rec)` runs on the first plan before it is shown (revert's header). `check(rec)` runs on both
+    plans and raises to stop (a saved plan that no longer matches)."""
     rec = planner.build_plan(env.ctx, env.kinds)
+    if check:
+        check(rec)
     if before_showing:
         before_showing(rec)
     if not quiet:
@@ -60,6 +63,8 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait) as lock:
         env.ctx = env.fresh_context()
         locked = planner.build_plan(env.ctx, env.kinds)
+        if check:
+            check(locked)
         outcome = Outcome(locked.plan, replanned=locked.plan.as_dict() != rec.plan.as_dict())
         if outcome.replanned:
             if confirm_again is None:

@@ -1,5 +1,5 @@
-"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes] [--lock-timeout S]`: plan, show,
-carry out, record.
+"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes] [--lock-timeout S] [FILE]`: plan, show,
+carry out, record. With FILE (saved by `plan --out FILE`), exactly that plan or nothing (dmp_deploy/saved_plan.py).
 
 Exit 0 on success (including nothing to do), 1 on failure or when the plan was not approved. Against a real
 account, changes are carried out only after `yes` typed on a terminal, or with --yes; with --json or without a
@@ -9,9 +9,9 @@ terminal, and without --yes, it refuses and changes nothing (dmp_deploy/approval
 
 import structlog
 
-from dmp_deploy import preflight, session, validation
+from dmp_deploy import preflight, saved_plan, session, validation
 from dmp_deploy.approval import Approval
-from dmp_deploy.commands.failures import describe
+from dmp_deploy.commands.failures import UsageError, describe
 from dmp_deploy.commands.output import (add_env, add_images, add_json, color_wanted, emit_json, emit_text,
                                         error_document)
 from dmp_deploy.deploy import deploy
@@ -25,6 +25,9 @@ def add_parser(sub):
     add_env(p)
     add_json(p)
     add_images(p)
+    p.add_argument("plan_file", nargs="?", metavar="FILE",
+                   help="a plan saved by `plan --out FILE`: carry out exactly that plan, or refuse when the "
+                        "configuration or the live state changed since")
     add_approval(p)
     p.add_argument("--allow-destroy", action="store_true",
                    help="allow deleting or replacing resources that hold data")
@@ -52,6 +55,14 @@ def failed(document: dict, exc: UserError) -> None:
 
 
 def run(args) -> int:
+    saved = check = None
+    if args.plan_file:
+        if args.image:
+            raise UsageError("--image cannot be given with a saved plan: the plan holds the images it was made "
+                             "with")
+        saved = saved_plan.load(args.plan_file, args.env)
+        args.image = list(saved.get("image_overrides") or [])
+        check = saved_plan.checker(saved, args.plan_file)
     env = session.open_environment(args.env, args.image)
     validation.check(env.ctx.desired)
     if args.image and env.config.environment.embedded_aws:
@@ -63,7 +74,8 @@ def run(args) -> int:
     try:
         outcome = deploy(env, allow_destroy=args.allow_destroy, quiet=args.json, command="apply",
                          confirm=approve.confirm, confirm_again=approve.confirm_again,
-                         preflight=preflight.check_plan, lock_wait_seconds=args.lock_timeout, color=approve.color)
+                         preflight=preflight.check_plan, lock_wait_seconds=args.lock_timeout, color=approve.color,
+                         check=check)
         document.update(outcome.plan.as_dict(), applied=outcome.applied, release=outcome.release,
                         replanned=outcome.replanned)
     except UserError as exc:

@@ -5,7 +5,7 @@ changes also runs apply's preflight (images, secrets, roles, target groups the p
 an error (exit 1), so a pipeline that runs only `plan` goes red on an image tag that does not exist.
 """
 
-from dmp_deploy import planner, preflight, session, validation
+from dmp_deploy import planner, preflight, saved_plan, session, validation
 from dmp_deploy.commands.failures import describe
 from dmp_deploy.commands.output import (add_env, add_images, add_json, color_wanted, emit_json, emit_text,
                                         error_document)
@@ -21,6 +21,9 @@ def add_parser(sub):
     add_images(p)
     p.add_argument("--allow-destroy", action="store_true",
                    help="show destroys of data as allowed (as apply --allow-destroy would)")
+    p.add_argument("--out", "-out", metavar="FILE",
+                   help="save the plan, with fingerprints of the config and live state it was built from, for "
+                        "`apply --env ENV FILE`")
     return p
 
 
@@ -38,8 +41,11 @@ def run(args) -> int:
             preflight.check_plan(rec)
         except PlanError as exc:
             missing = exc
+    if args.out and not missing:
+        saved_plan.save(args.out, rec, args.image)
     if args.json:
-        document = {**rec.plan.as_dict(), "calls": env.aws.stats.as_dict()}
+        document = {**rec.plan.as_dict(), "calls": env.aws.stats.as_dict(), "saved_to": args.out if args.out and
+                    not missing else None}
         if missing:
             document.update(error_document("preflight", describe(missing)[1]))
         emit_json(document)
@@ -50,6 +56,9 @@ def run(args) -> int:
             emit_text(f"\n{len(refused)} change(s) destroy data: apply refuses them without --allow-destroy.")
         if missing:
             raise missing
+        if args.out:
+            emit_text(f"\nSaved this plan to {args.out}: `python run.py apply --env {args.env} {args.out}` carries "
+                      f"out exactly this plan, or nothing if the configuration or the live state changed.")
     if missing:
         return ERROR
     return NO_CHANGES if rec.plan.empty else CHANGES_PENDING
