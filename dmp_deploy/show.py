@@ -163,3 +163,26 @@ def drift_text(document: dict, color: bool = False) -> str:
                  f"`python run.py apply --env {document['env']}` repairs drift; orphans need --allow-destroy "
                  f"when they hold data.")
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    text = _inline(value) if not isinstance(value, str) else value
+    text = text if len(text) <= 80 else text[:77] + "..."  # a table cell; the full values are in the JSON
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def drift_markdown(document: dict) -> str:
+    """The drift document as a Markdown table (for a CI job summary, e.g. $GITHUB_STEP_SUMMARY)."""
+    env, s = document["env"], document["summary"]
+    if document["in_sync"]:
+        return f"### drift: {env}\n\nIn sync with release {document.get('release')}.\n"
+    lines = [f"### drift: {env}", "",
+             f"**{s['critical']} critical**, {s['warning']} warning, {s['orphans']} orphan(s) against release "
+             f"{document.get('release')}.", "",
+             "| severity | kind | name | field | expected | actual |", "|---|---|---|---|---|---|"]
+    for d in sorted(document["drift"], key=lambda d: (d["severity"] != "critical", d["kind"], d["name"])):
+        lines.append(f"| {d['severity']} | {d['kind']} | {_cell(d['name'])} | {_cell(d['field'])} | "
+                     f"{_cell(d['expected'])} | {_cell(d['actual'])} |")
+    for o in document["orphans"]:
+        lines.append(f"| orphan | {o['kind']} | {_cell(o['name'])} | | declared by nothing | exists |")
+    return "\n".join(lines) + "\n"
