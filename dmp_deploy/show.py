@@ -42,7 +42,7 @@ def _folded(fields: list[FieldChange]) -> str:
     digest = next((f for f in fields if f.path == CONTENT_HASH_PATH), None)
     parts = []
     if revision is not None:
-        parts.append(f"a new revision replaces revision {_inline(revision.before)}")
+        parts.append(f"a new revision is registered in place of revision {_inline(revision.before)}")
     if digest is not None:
         parts.append(f"content hash {_short(digest.before)} -> {_short(digest.after)}")
     return "(" + "; ".join(parts) + ")"

@@ -54,7 +54,8 @@ def test_task_definition_noise_is_folded_into_one_line():
     lines = show.change_lines(change)
     assert lines == ["~ task_definition dmp-staging-api",
                      '    container.wsgi.image: "api-wsgi:build-6" -> "api-wsgi:build-7"',
-                     "    (a new revision replaces revision 6; content hash aaaaaaaaaaaa… -> bbbbbbbbbbbb…)"]
+                     "    (a new revision is registered in place of revision 6; content hash aaaaaaaaaaaa… -> "
+                     "bbbbbbbbbbbb…)"]
 
 
 def test_colour_when_asked_only():
