@@ -339,3 +339,16 @@ def test_a_closed_pipe_ends_quietly():
     stderr = process.stderr.read().decode()
     code = process.wait(timeout=60)
     assert stderr == "" and code == 141
+
+
+def test_revert_needs_approval_too(qa, local_aws, run_cli):
+    assert run_cli("apply", "--env", "qa", "--yes").code == 0
+    qa.edit("retention_days = 7", "retention_days = 14")
+    assert run_cli("apply", "--env", "qa", "--yes").code == 0
+    refused = run_cli("revert", "--env", "qa", "--json")  # stdin is not a terminal here
+    assert refused.code == 1 and refused.json["error"]["kind"] == "approval"
+    assert refused.json["reverted_to"] == 1 and refused.json["changes"] and refused.json["release"] is None
+    assert retention(local_aws) == 14
+    assert [r["number"] for r in run_cli("history", "--env", "qa", "--json").json["releases"]] == [2, 1]
+    approved = run_cli("revert", "--env", "qa", "--yes", "--json")
+    assert approved.code == 0 and approved.json["release"] == 3 and retention(local_aws) == 7
