@@ -168,7 +168,19 @@ def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> No
 def read_index(ctx) -> dict | None:
     """The release index, read once per run (the task_definition and release_record kinds share it); None when
     there is none yet, or no state bucket."""
-    return ctx.memo("s3: release index", lambda: _get_index(StateStore(ctx.config, ctx.aws))[0])
+    def read() -> dict | None:
+        store = StateStore(ctx.config, ctx.aws)
+        index = _get_index(store)[0]
+        if index is None and numbers(store):
+            # Removed (or never written by a run killed early) while records exist: recover the revisions every
+            # release needs from the records themselves, so that pruning in this very run spares them. "latest"
+            # stays unknown, as for a missing index; the next release record writes the index back in full.
+            log.warning("the release index is missing: recovering the revisions releases need from the records",
+                        index=store.location(INDEX))
+            index = {"task_definitions": sorted(_recorded_revisions(store)), "latest": None}
+        return index
+
+    return ctx.memo("s3: release index", read)
 
 
 def _get_index(store: StateStore) -> tuple[dict, str] | tuple[None, None]:

@@ -124,3 +124,18 @@ def test_history_shows_an_unreadable_record_and_goes_on(local_aws, run_cli, stor
     revert = run_cli("revert", "--env", "local", "--to", "1", "--json")
     assert revert.code == 1 and revert.json["error"]["kind"] == "state"
     assert "choose another release" in revert.json["error"]["message"]
+
+
+def test_a_removed_index_still_protects_every_release_from_pruning(local_aws, run_cli, local_config, store):
+    local_config("keep_revisions = 10", "keep_revisions = 1")
+    assert run_cli("apply", "--env", "local").code == 0
+    first = local_aws.client("ecs").describe_services(cluster="dmp-local", services=["dmp-local-api"])[
+        "services"][0]["taskDefinition"]
+    assert run_cli("apply", "--env", "local", "--image", "api=t2").code == 0
+    store.delete(releases.INDEX)  # as its error message says to do with a damaged one
+    assert run_cli("apply", "--env", "local", "--image", "api=t3").code == 0  # prunes down to one revision...
+    ecs = local_aws.client("ecs")
+    assert ecs.describe_task_definition(taskDefinition=first)["taskDefinition"]["status"] == "ACTIVE"  # ...not 1's
+    rebuilt, _ = store.get_json(releases.INDEX)
+    assert first in rebuilt["task_definitions"] and rebuilt["latest"]["number"] == 3
+    assert run_cli("revert", "--env", "local", "--to", "1").code == 0
