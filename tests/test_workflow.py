@@ -1,6 +1,8 @@
 """The nightly drift workflow (.github/workflows/drift.yml) and the drift job summary it writes."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,27 @@ def test_drift_summary_is_a_markdown_table(local_aws, run_cli, tmp_path):
     assert "| severity | kind | name | field | expected | actual |" in text
     assert "| critical | security_group_rules | dmp-local-api | ingress |" in text
     assert "**1 critical**" in text
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)  # installed with the tests (requirements-dev.txt)
+
+
+def test_the_workflow_matches_githubs_published_schema():
+    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                             str(WORKFLOW)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_finds_nothing_offline(tmp_path):
+    result = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", str(WORKFLOW)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # and it would: the workflow as it was (actions by tag, credentials kept) fails the audit
+    before = tmp_path / ".github" / "workflows" / "drift.yml"
+    before.parent.mkdir(parents=True)
+    text = WORKFLOW.read_text().replace("@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2", "@v4")
+    before.write_text(text.replace("persist-credentials: false", "persist-credentials: true"))
+    flagged = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", str(before)], capture_output=True,
+                             text=True, timeout=120)
+    assert flagged.returncode != 0 and "unpinned-uses" in flagged.stdout + flagged.stderr
