@@ -56,6 +56,13 @@ def render_difference(approved: Plan, now: Plan, color: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return bool(sys.stdin and sys.stdin.isatty())
+    except (ValueError, OSError):  # closed
+        return False
+
+
 class Approval:
     """Asks (or refuses to go on) for one run of apply or revert."""
 
@@ -64,7 +71,7 @@ class Approval:
                  say: Callable[[str], None] | None = None, color: bool = False):
         self.env, self.command = env, command
         self.embedded, self.yes, self.json_mode = embedded, yes, json_mode
-        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self.interactive = _stdin_is_a_terminal() if interactive is None else interactive
         self.ask = ask
         self.say = say or (lambda text: sys.stdout.write(text + "\n"))
         self.color = color

@@ -107,3 +107,42 @@ def test_color_wanted_follows_the_terminal_no_color_and_the_flag(monkeypatch):
             return False
 
     assert color_wanted(stream=Pipe()) is False
+
+
+def test_the_difference_between_an_approved_plan_and_a_new_one():
+    from dmp_deploy import approval
+
+    same = Change("log_group", "/a", "update", (FieldChange("retention_days", 7, 14),))
+    approved = Plan("qa", [same, Change("log_group", "/b", "update", (FieldChange("retention_days", 7, 14),)),
+                           Change("cluster", "c", "update", (FieldChange("insights", "off", "on"),))])
+    now = Plan("qa", [same, Change("log_group", "/b", "update", (FieldChange("retention_days", 30, 14),)),
+                      Change("bucket", "d", "create", (FieldChange("versioning", None, True),))])
+    groups = approval.difference(approved, now)
+    assert [(c.kind, c.name) for c in groups["added"]] == [("bucket", "d")]
+    assert [(c.kind, c.name) for c in groups["changed"]] == [("log_group", "/b")]
+    assert [(c.kind, c.name) for c in groups["dropped"]] == [("cluster", "c")]
+    text = approval.render_difference(approved, now)
+    assert "retention_days: 30 -> 14" in text and "/a" not in text  # what was approved as it is, is not repeated
+
+
+def test_approval_refuses_without_a_way_to_ask_and_stops_with_yes_on_a_changed_plan():
+    import pytest
+
+    from dmp_deploy.approval import Approval, NotApproved
+
+    plan = Plan("qa", [Change("log_group", "/a", "update", (FieldChange("retention_days", 7, 14),))])
+    other = Plan("qa", [Change("log_group", "/a", "update", (FieldChange("retention_days", 30, 14),))])
+    quiet = lambda text: None  # noqa: E731
+    with pytest.raises(NotApproved, match="stdin is not one"):
+        Approval("qa", "apply", embedded=False, yes=False, json_mode=False, interactive=False, say=quiet).confirm(plan)
+    with pytest.raises(NotApproved, match="--json changes nothing without --yes"):
+        Approval("qa", "apply", embedded=False, yes=False, json_mode=True, interactive=True, say=quiet).confirm(plan)
+    answers = iter(["yes", "no"])
+    asked = Approval("qa", "apply", embedded=False, yes=False, json_mode=False, interactive=True,
+                     ask=lambda q: next(answers), say=quiet)
+    assert asked.confirm(plan) is True and asked.confirm_again(plan, other) is False
+    assert Approval("qa", "apply", embedded=False, yes=True, json_mode=False, say=quiet).confirm(plan) is True
+    with pytest.raises(NotApproved, match="--yes approved the plan as it was"):
+        Approval("qa", "apply", embedded=False, yes=True, json_mode=False, say=quiet).confirm_again(plan, other)
+    local = Approval("local", "apply", embedded=True, yes=False, json_mode=True, interactive=False, say=quiet)
+    assert local.confirm(plan) is True and local.confirm_again(plan, other) is True
