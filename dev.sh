@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: creates .venv in the repository root when missing, installs the pinned
-# dependencies when requirements.txt or constraints.txt changed, then runs what was asked.
+# dependencies the command needs when they changed, then runs what was asked.
 #   ./dev.sh apply --env local     -> python run.py apply --env local (against the embedded AWS)
 #   ./dev.sh test [pytest args]    -> the whole test suite
 #   ./dev.sh <any run.py command>  -> python run.py <command>
+# Against a real account only the runtime set (requirements.txt) is installed; `test`, `--env local` and
+# `local ...` also install the embedded AWS and the test tools (requirements-dev.txt).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,13 +23,24 @@ if [ ! -x .venv/bin/python ]; then
   echo "dev.sh: creating .venv" >&2
   "$python" -m venv .venv
 fi
-stamp=.venv/.dmp-deploy-installed
-want=$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "dev.sh: installing pinned dependencies into .venv" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
-  echo "$want" > "$stamp"
-fi
+needs_dev=false
+case "${1:-}" in test|local) needs_dev=true ;; esac
+previous=""
+for arg in "$@"; do
+  if [ "$arg" = "--env=local" ] || { [ "$previous" = "--env" ] && [ "$arg" = "local" ]; }; then needs_dev=true; fi
+  previous=$arg
+done
+# One stamp per set: the runtime set is part of the dev set, so installing the dev set satisfies both.
+install() {
+  local stamp=.venv/.dmp-deploy-installed-$1 want
+  want=$(cat requirements.txt requirements-dev.txt constraints.txt | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat .venv/.dmp-deploy-installed-dev 2>/dev/null)" != "$want" ]; then
+    echo "dev.sh: installing pinned dependencies ($2) into .venv" >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$2" -c constraints.txt
+    echo "$want" > "$stamp"
+  fi
+}
+if $needs_dev; then install dev requirements-dev.txt; else install runtime requirements.txt; fi
 
 if [ "${1:-}" = "test" ]; then
   shift

@@ -33,6 +33,12 @@ EXTRA_RETRYABLE = (
 )
 
 
+# STS answers the first call of every command (the account guard). When it cannot be reached, the network,
+# proxy or endpoint is wrong and retrying will not help: say so after one retry, not after ~9 s of silent ones.
+FAIL_FAST_SERVICES = frozenset({"sts"})
+FAIL_FAST = botocore.config.Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3)
+
+
 def is_mutating(operation: str) -> bool:
     """True for every operation that can change AWS state. Unknown operations count as mutating."""
     return not operation.startswith(READ_PREFIXES)
@@ -144,8 +150,11 @@ class Aws:
             return client
         with self._client_lock:
             if service not in self._clients:
+                config = self._config
+                if service in FAIL_FAST_SERVICES:
+                    config = config.merge(FAIL_FAST)
                 self._clients[service] = self._session.client(
-                    service, endpoint_url=self.endpoint_url, config=self._config
+                    service, endpoint_url=self.endpoint_url, config=config
                 )
             return self._clients[service]
 

@@ -3,63 +3,74 @@
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 import traceback
 
-import botocore.exceptions
-
 from dmp_deploy import log as logging_setup
-from dmp_deploy.commands import (add_users, apply, drift, history, local, lock, plan, render, revert, run_task,
-                                  validate)
-from dmp_deploy.errors import UserError
+from dmp_deploy.commands import (add_users, apply, drift, history, local, lock, output, plan, render, revert,
+                                  run_task, validate)
+from dmp_deploy.commands import failures
+from dmp_deploy.commands.failures import UsageError
 
 COMMANDS = [plan, apply, drift, revert, history, lock, render, validate, local, add_users, run_task]
 ERROR = 1
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description="Deploy and operate the Digital Marketplace on "
-                                                           "AWS ECS Fargate.")
+    p = Parser(prog="run.py", description="Deploy and operate the Digital Marketplace on AWS ECS Fargate.")
     p.add_argument("--log-format", choices=["auto", "console", "json"], default="auto",
                    help="logs on stderr: readable on a terminal, JSON lines otherwise (default auto)")
     p.add_argument("--debug", action="store_true", help="debug logs, and a traceback on errors")
+    p.add_argument("--no-color", action="store_true", help="no colour in plans and drift (also: NO_COLOR=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub).set_defaults(handler=command.run)
     return p
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is exit 1 like every other error (argparse's own 2 is what `plan` and
+    `drift` use for "changes pending" and "drift"), and is printed as JSON with --json."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `python run.py {self.prog.split(' ', 1)[-1]} --help`)"
+                         if " " in self.prog else f"{message} (see `python run.py --help`)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    output.reset()
     # Global options may come after the command too: `run.py plan --env local --debug`.
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after `--` is a command for a task (`run-task NAME -- COMMAND...`), never our options.
     after = argv[argv.index("--") + 1:] if "--" in argv else None
     argv = argv[:argv.index("--")] if after is not None else argv
-    p = parser()
-    args = p.parse_args(_hoist_globals(argv))
-    if after is not None:
-        if not hasattr(args, "task_command"):
+    # Known before parsing, so that even a usage error is one JSON document with --json.
+    json_mode, debug = "--json" in argv, "--debug" in argv
+    try:
+        p = parser()
+        args = p.parse_args(_hoist_globals(argv))
+        if after is not None and not hasattr(args, "task_command"):
             p.error(f"`-- COMMAND` is only for run-task, not {args.command}")
+    except UsageError as exc:
+        return _fail(exc, json_mode, debug)
+    if after is not None:
         args.task_command = after
+    json_mode = getattr(args, "json", False)
     logging_setup.configure(args.log_format, args.debug)
     try:
-        return args.handler(args)
-    except UserError as exc:
-        _fail(str(exc), args.debug)
-    except botocore.exceptions.NoCredentialsError:
-        _fail("no AWS credentials found: set AWS_PROFILE or the usual AWS_* variables (or use --env local)",
-              args.debug)
-    except botocore.exceptions.ClientError as exc:
-        err = exc.response.get("Error", {})
-        _fail(f"AWS refused {exc.operation_name}: {err.get('Code')}: {err.get('Message')}", args.debug)
-    except KeyboardInterrupt:
-        _fail("interrupted: run the same command again; apply continues from the live state", args.debug)
-    except Exception as exc:  # a bug: say so plainly, and keep the traceback for --debug
-        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", args.debug)
-    return ERROR
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+    except (Exception, KeyboardInterrupt) as exc:
+        return _fail(exc, json_mode, args.debug, command=args.command, env=getattr(args, "env", None))
 
 
-GLOBAL_FLAGS = {"--debug": 0, "--log-format": 1}
+GLOBAL_FLAGS = {"--debug": 0, "--log-format": 1, "--no-color": 0}
+BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE (`render | head`)
 
 
 def _hoist_globals(argv: list[str]) -> list[str]:
@@ -77,7 +88,28 @@ def _hoist_globals(argv: list[str]) -> list[str]:
     return front + rest
 
 
-def _fail(message: str, debug: bool) -> None:
-    if debug:
+def _fail(exc: BaseException, json_mode: bool, debug: bool, **context) -> int:
+    """One line on stderr (and the traceback with --debug); with --json, the error document on stdout unless the
+    command already printed its own."""
+    kind, message = failures.describe(exc)
+    if debug and not isinstance(exc, UsageError):
         traceback.print_exc(file=sys.stderr)
-    sys.stderr.write(f"error: {message}\n")
+    try:
+        sys.stderr.write(f"error: {message}\n")
+        if json_mode and not output.json_emitted():
+            output.emit_json(output.error_document(kind, message, **{k: v for k, v in context.items() if v}))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return ERROR
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`render | head`): end quietly. stdout is pointed at /dev/null so that
+    Python's flush at exit does not complain about the pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (tests capture stdout in memory)
+    return BROKEN_PIPE

@@ -7,7 +7,6 @@ stale. Only a run whose every change (and rollout) succeeded writes a release re
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,10 +34,20 @@ class Outcome:
 
 def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
            confirm: Callable[[Plan], bool], kind: str = "apply", reverted_to: int | None = None,
-           preflight: Callable | None = None) -> Outcome:
+           preflight: Callable | None = None, confirm_again: Callable[[Plan, Plan], bool] | None = None,
+           lock_wait_seconds: int | None = None, color: bool = False, reverted: int | None = None,
+           before_showing: Callable | None = None, check: Callable | None = None) -> Outcome:
+    """`confirm` approves the plan shown; `confirm_again(approved, now)` a different plan built under the lock
+    (None: carry it out, saying so). `lock_wait_seconds` overrides the config's wait for the lock.
+    `before_showing(rec)` runs on the first plan before it is shown (revert's header). `check(rec)` runs on both
+    plans and raises to stop (a saved plan that no longer matches)."""
     rec = planner.build_plan(env.ctx, env.kinds)
+    if check:
+        check(rec)
+    if before_showing:
+        before_showing(rec)
     if not quiet:
-        emit_text(rec.plan.render_text())
+        emit_text(rec.plan.render_text(color))
     if rec.plan.empty:
         return Outcome(rec.plan)
     executor.refuse_destroys(rec, allow_destroy)
@@ -50,16 +59,24 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     store = StateStore(env.config, env.aws)
     store.ensure()
     deployment = env.config.deployment
-    with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds,
-                    deployment.lock_wait_seconds) as lock:
+    wait = deployment.lock_wait_seconds if lock_wait_seconds is None else lock_wait_seconds
+    with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait) as lock:
         env.ctx = env.fresh_context()
         locked = planner.build_plan(env.ctx, env.kinds)
+        if check:
+            check(locked)
         outcome = Outcome(locked.plan, replanned=locked.plan.as_dict() != rec.plan.as_dict())
-        if outcome.replanned and not quiet:
-            emit_text("\nThe live state changed while waiting for the lock; carrying out this plan instead:\n"
-                      + locked.plan.render_text())
+        if outcome.replanned:
+            if confirm_again is None:
+                if not quiet:
+                    emit_text("\nThe live state changed while waiting for the lock; carrying out this plan "
+                              "instead:\n" + locked.plan.render_text(color))
+            elif not locked.plan.empty and not confirm_again(rec.plan, locked.plan):
+                raise PlanError("Cancelled: nothing was changed.")
         if locked.plan.empty:
             return outcome
+        if preflight and outcome.replanned:
+            preflight(locked)
         executor.refuse_destroys(locked, allow_destroy)
         done = executor.execute(locked, allow_destroy=allow_destroy, before_each=lock.check)
         outcome.applied = len(done)
@@ -67,11 +84,8 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
             # Only the index of a release already recorded was repaired: that release is the current one.
             outcome.release = locked.live[releases.RECORD_KIND][env.config.env].ids["number"]
             return outcome
-        record = releases.build_record(locked, env.aws.identity, kind=kind, reverted_to=reverted_to)
+        record = releases.build_record(locked, env.aws.identity, kind=kind, reverted_to=reverted_to,
+                                       reverted=reverted)
         outcome.release = releases.write(store, record)
         log.info("release recorded", release=outcome.release, env=env.config.env)
     return outcome
-
-
-def interactive() -> bool:
-    return sys.stdin.isatty()

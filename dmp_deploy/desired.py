@@ -6,6 +6,7 @@ any AWS call.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,10 @@ def pins_from_record(record: dict, kinds: list["ResourceKind"]) -> dict[tuple[st
     return pins
 
 
+# The tag of a Docker/OCI image reference (distribution/reference grammar): checked before any AWS call.
+IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
 def parse_image_overrides(values: list[str], config: Config) -> dict[str, str]:
     """`--image APP=TAG` (repeatable) into {app: tag}; unknown apps and malformed values are errors."""
     overrides: dict[str, str] = {}
@@ -67,6 +72,12 @@ def parse_image_overrides(values: list[str], config: Config) -> dict[str, str]:
             problems.append(f"--image {value!r}: expected APP=TAG, e.g. --image api=release-123")
         elif app not in config.apps:
             problems.append(f"--image {value!r}: unknown app {app!r} (apps: {', '.join(sorted(config.apps))})")
+        elif not IMAGE_TAG.fullmatch(tag):
+            problems.append(f"--image {value!r}: {tag!r} is not a valid image tag (letters, digits, '_', '.' and "
+                            f"'-', at most 128, not starting with '.' or '-')")
+        elif app in overrides:
+            problems.append(f"--image {value!r}: {app} is given twice (also {app}={overrides[app]}): give each "
+                            f"app once")
         else:
             overrides[app] = tag
     if problems:

@@ -122,18 +122,8 @@ def _field_drift(change: Change) -> list[Drift]:
             for f in change.fields]
 
 
-def render_text(document: dict) -> str:
-    if document["in_sync"]:
-        return f"{document['env']}: in sync with the current release."
-    lines = []
-    for d in document["drift"]:
-        lines.append(f"[{d['severity'].upper()}] {d['kind']} {d['name']}: {d['field']}")
-        lines.append(f"    expected: {_freeze(d['expected'])[:300]}")
-        lines.append(f"    actual:   {_freeze(d['actual'])[:300]}")
-    for o in document["orphans"]:
-        lines.append(f"[ORPHAN] {o['kind']} {o['name']}: owned by this environment, declared by nothing")
-    s = document["summary"]
-    lines.append(f"\n{document['env']}: {s['critical']} critical, {s['warning']} warning, {s['orphans']} orphan(s). "
-                 f"`python run.py apply --env {document['env']}` repairs drift; orphans need --allow-destroy "
-                 f"when they hold data.")
-    return "\n".join(lines)
+def render_text(document: dict, color: bool = False) -> str:
+    """The drift document as text (dmp_deploy/show.py): JSON-valued fields as a diff, never cut short."""
+    from dmp_deploy import show
+
+    return show.drift_text(document, color)

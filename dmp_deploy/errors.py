@@ -21,5 +21,10 @@ class ApplyError(UserError):
     """A change failed while being carried out."""
 
 
+class CorruptState(UserError):
+    """An object in the state bucket (the lock, the release index, a release record) is not what it should be:
+    the message names the object and what to do about it."""
+
+
 class MutationRefused(Exception):
     """A mutating AWS call was attempted through a read-only seam (a bug: plan and drift never mutate)."""

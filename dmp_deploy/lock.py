@@ -3,7 +3,9 @@
 `apply` and `revert` hold it; `plan` and `drift` never take it and never wait on it. The lease records holder,
 host, process, command, start time and expiry, and is renewed while the command runs (If-Match on the ETag, so a
 renewal never overwrites somebody else's lease). A lease not renewed before its expiry (a killed CI job) is taken
-over with a warning: no manual force-unlock needed after a crash. `lock release` removes it by hand.
+over with a warning: no manual force-unlock needed after a crash; a lease whose holder ran on this host and whose
+process is gone (a killed apply) is taken over at once. `lock release` removes it by hand (`--force` for a live
+lease, or an unreadable lock object).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ KEY = "locks/deploy.json"
 
 
 class LockHeld(UserError):
-    pass
+    kind = "lock"
 
 
 class LockLost(UserError):
-    pass
+    kind = "lock"
 
 
 @dataclass
@@ -55,9 +57,36 @@ def now() -> float:
     return time.time()
 
 
+LEASE_SCHEMA = {"holder": str, "host": str, "pid": int, "command": str, "started": (int, float),
+                "expires": (int, float)}
+
+
 def read(store: StateStore) -> tuple[Lease | None, str | None]:
-    document, etag = store.get_json(KEY)
-    return (Lease(**document), etag) if document else (None, None)
+    """The lease and its ETag, or (None, None) when the lock is free. An unreadable lock object raises
+    CorruptState, which says how to remove it (`lock release --force` always can)."""
+    env = store.config.env
+    document, etag = store.get_json(KEY, LEASE_SCHEMA, advice=(
+        f"If no apply or revert is running for {env}, remove it with `python run.py lock release --env {env} "
+        f"--force`."))
+    if not document:
+        return None, None
+    return Lease(**{k: document[k] for k in LEASE_SCHEMA}), etag
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or not a pid we can ask about): assume it lives
+    return True
+
+
+def holder_gone(lease: Lease) -> bool:
+    """The holder ran on this host and its process no longer exists (a killed apply): its lease protects
+    nothing, so it is taken over at once instead of after its expiry."""
+    return lease.host == socket.gethostname() and lease.pid != os.getpid() and not pid_alive(lease.pid)
 
 
 class DeployLock:
@@ -103,11 +132,13 @@ class DeployLock:
                 self._started = lease.started
                 log.info("deploy lock taken", holder=self.holder)
                 return
-            if current.expired(now):
+            gone = holder_gone(current)
+            if current.expired(now) or gone:
                 try:
                     self.etag = self.store.put_json(KEY, asdict(lease), if_match=etag)
                     self._started = lease.started
-                    log.warning("took over an expired deploy lock", previous=current.describe(now))
+                    log.warning("took over a deploy lock whose holder's process is gone" if gone else
+                                "took over an expired deploy lock", previous=current.describe(now))
                     return
                 except Exception as exc:
                     if not precondition_failed(exc):
@@ -116,7 +147,7 @@ class DeployLock:
             if now >= deadline:
                 raise LockHeld(f"the deploy lock for {self.store.config.env} is held by {current.describe(now)}. "
                                f"Waited {self.wait_seconds}s. Wait for it to finish, or, if you are sure it is dead, "
-                               f"run `python run.py lock release --env {self.store.config.env}`.")
+                               f"run `python run.py lock release --env {self.store.config.env} --force`.")
             if not announced:
                 log.info("waiting for the deploy lock", holder=current.describe(now))
                 announced = True

@@ -57,37 +57,8 @@ class Plan:
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, sort_keys=False, default=str)
 
-    def render_text(self) -> str:
-        """The readable diff: one block per change, each field with its before and after."""
-        if self.empty:
-            return f"No changes: environment {self.env!r} matches the configuration."
-        lines = []
-        for c in self.changes:
-            head = f"{SYMBOLS[c.action]} {c.kind} {c.name}"
-            if c.action == "replace":
-                head += " (replace: AWS cannot update it in place)"
-            if c.destroys_data:
-                head += "  [DESTROYS DATA: needs --allow-destroy]"
-            lines.append(head)
-            if c.note:
-                lines.append(f"    # {c.note}")
-            for f in c.fields:
-                marker = "  # forces replacement" if f.forces_replace else ""
-                if c.action == "create":
-                    lines.append(f"    {f.path}: {_show(f.after)}")
-                elif c.action == "delete":
-                    lines.append(f"    {f.path}: {_show(f.before)}")
-                else:
-                    lines.append(f"    {f.path}: {_show(f.before)} -> {_show(f.after)}{marker}")
-        s = self.summary()
-        lines.append("")
-        lines.append(f"Plan for {self.env}: {s['create']} to create, {s['update']} to update, "
-                     f"{s['replace']} to replace, {s['delete']} to delete.")
-        return "\n".join(lines)
+    def render_text(self, color: bool = False) -> str:
+        """The readable diff: one block per change, each field with its before and after (dmp_deploy/show.py)."""
+        from dmp_deploy import show  # show renders plans: imported here, it imports this module
 
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "(none)"
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= 300 else text[:297] + "..."
+        return show.plan_text(self, color)

@@ -14,9 +14,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from dmp_deploy.errors import UserError
-from dmp_deploy.state_store import StateStore, precondition_failed
+import structlog
 
+from dmp_deploy.errors import CorruptState, UserError
+from dmp_deploy.state_store import StateStore, precondition_failed, schema_problems
+
+log = structlog.get_logger()
 PREFIX = "releases/"
 RECORD_KIND = "release_record"  # the resource kind that writes records (resources/release_record.py)
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +34,19 @@ def numbers(store: StateStore) -> list[int]:
                   if k.endswith(".json") and k[len(PREFIX):-len(".json")].isdigit())
 
 
+# What revert, drift and history rely on in a record (older records may lack the newer fields).
+RECORD_SCHEMA = {"time": str, "kind": str, "changes": list, "desired": dict, "task_definitions": dict,
+                 "state_machines": dict, "live": dict, "image_tags": (dict, type(None)),
+                 "reverted_to": (int, type(None)), "caller": (str, type(None))}
+INDEX_SCHEMA = {"task_definitions": list, "latest": (dict, type(None))}
+
+
 def load(store: StateStore, number: int) -> dict:
-    record, _ = store.get_json(key(number))
+    """Release `number`'s record; CorruptState (naming the object) when it cannot be read as one."""
+    record, _ = store.get_json(key(number), RECORD_SCHEMA, advice=(
+        f"Release {number} cannot be reverted to or shown; choose another release (`python run.py history "
+        f"--env {store.config.env}`). Records are never rewritten by this tool: restore an earlier version of "
+        f"the object (the bucket is versioned) if it was damaged."))
     if record is None:
         known = numbers(store)
         raise UserError(f"there is no release {number} for {store.config.env} "
@@ -57,13 +71,17 @@ def git_commit() -> tuple[str | None, bool]:
         return None, False
 
 
-def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None = None) -> dict:
+def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None = None,
+                 reverted: int | None = None) -> dict:
+    """`reverted_to`: the release a revert returned to; `reverted`: the release that was current when it did
+    (what it undid), so that the next plain revert goes further back instead of onto it again."""
     state = rec.desired
     commit, dirty = git_commit()
     return {
         "env": state.config.env,
         "kind": kind,
         "reverted_to": reverted_to,
+        "reverted": reverted,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "caller": caller,
         "git_commit": commit,
@@ -109,12 +127,27 @@ def _revisions(record: dict) -> list[str]:
     return [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values() if "arn" in ids]
 
 
+def _recorded_revisions(store: StateStore) -> set[str]:
+    """Every revision any readable release record ran (an unreadable record is skipped, with a warning)."""
+    found: set[str] = set()
+    for number in numbers(store):
+        try:
+            found |= set(_revisions(load(store, number)))
+        except CorruptState as exc:
+            log.warning("an unreadable release record is left out of the rebuilt index", error=str(exc))
+    return found
+
+
 def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> None:
     """Remember the revisions this release runs, so pruning never deregisters one a release still needs, and
     which release is the newest."""
     for _ in range(20):
-        index, etag = store.get_json(INDEX)
+        index, etag = _get_index(store)
         known = set((index or {}).get("task_definitions", []))
+        if index is None:
+            # A new or rebuilt index: every recorded release's revisions, not only this one's, so that no
+            # revision an older release needs loses its protection from pruning.
+            known |= _recorded_revisions(store)
         current = (index or {}).get("latest")
         if current and latest and (current.get("number") or 0) > latest["number"]:
             latest = current  # a newer release was indexed meanwhile
@@ -135,7 +168,34 @@ def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> No
 def read_index(ctx) -> dict | None:
     """The release index, read once per run (the task_definition and release_record kinds share it); None when
     there is none yet, or no state bucket."""
-    return ctx.memo("s3: release index", lambda: StateStore(ctx.config, ctx.aws).get_json(INDEX)[0])
+    def read() -> dict | None:
+        store = StateStore(ctx.config, ctx.aws)
+        index = _get_index(store)[0]
+        if index is None and numbers(store):
+            # Removed (or never written by a run killed early) while records exist: recover the revisions every
+            # release needs from the records themselves, so that pruning in this very run spares them. "latest"
+            # stays unknown, as for a missing index; the next release record writes the index back in full.
+            log.warning("the release index is missing: recovering the revisions releases need from the records",
+                        index=store.location(INDEX))
+            index = {"task_definitions": sorted(_recorded_revisions(store)), "latest": None}
+        return index
+
+    return ctx.memo("s3: release index", read)
+
+
+def _get_index(store: StateStore) -> tuple[dict, str] | tuple[None, None]:
+    index, etag = store.get_json(INDEX, INDEX_SCHEMA, advice=(
+        f"Remove it (`aws s3 rm {store.location(INDEX)}`): the next apply or revert rebuilds it from the release "
+        f"records."))
+    latest = (index or {}).get("latest")
+    problems = [] if index is None else (
+        ["task_definitions must be a list of ARNs"] if not all(isinstance(a, str) for a in index["task_definitions"])
+        else []) + (schema_problems(latest, {"number": int, "digest": (str, type(None))}) if latest else [])
+    if problems:
+        raise CorruptState(f"{store.location(INDEX)} cannot be read: {'; '.join(problems)}. Remove it (`aws s3 rm "
+                           f"{store.location(INDEX)}`): the next apply or revert rebuilds it from the release "
+                           f"records.")
+    return index, etag
 
 
 def newest(ctx) -> dict | None:

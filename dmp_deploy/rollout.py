@@ -8,7 +8,8 @@ runs another revision (ECS rolled back, or another deploy replaced ours), when t
 the deadline (config deployment.rollout_timeout_seconds) passes first.
 
 `assess` is the pure decision on one DescribeServices answer; `wait` polls every changed service at once
-(DescribeServices in batches of 10, jittered intervals), logs progress and each new service event once, and
+(DescribeServices in batches of 10, jittered intervals), logs progress and each new service event once, a
+heartbeat at least every 15 s ("n of m services done", elapsed time), and
 on failure collects the stopped tasks' reasons (ListTasks desiredStatus=STOPPED, DescribeTasks by 100).
 """
 
@@ -31,6 +32,7 @@ IN_PROGRESS, SUCCEEDED, FAILED = "in progress", "succeeded", "failed"
 DESCRIBE_SERVICES_BATCH = 10  # DescribeServices takes at most 10 services
 DESCRIBE_TASKS_BATCH = 100  # DescribeTasks takes at most 100 tasks
 REASONS_SHOWN = 5
+HEARTBEAT_SECONDS = 15.0  # a progress line at least this often while rollouts are followed
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ def wait(ctx: "Context", cluster: str, targets: list[Target], timeout_seconds: f
     verdicts: dict[str, Verdict] = {}
     if targets:
         log.info("waiting for service rollouts", services=sorted(pending), timeout_seconds=timeout_seconds)
+    started = clock()
+    next_beat = started + HEARTBEAT_SECONDS
     while pending:
         described = describe_services(ctx, cluster, sorted(pending))
         for name, target in sorted(pending.items()):
@@ -186,7 +190,12 @@ def wait(ctx: "Context", cluster: str, targets: list[Target], timeout_seconds: f
                     f"the rollout did not finish within {timeout_seconds:g} s (deployment.rollout_timeout_seconds)",
                     last[name].running_task_definition)
             break
-        sleep(max(0.0, min(remaining, poll_seconds * jitter(0.8, 1.2))))
+        now = clock()
+        if now >= next_beat:
+            heartbeat(now - started, len(targets) - len(pending), len(targets), sorted(pending))
+            next_beat = now + HEARTBEAT_SECONDS
+        # Never quieter than the heartbeat, however long the poll interval.
+        sleep(max(0.0, min(remaining, poll_seconds * jitter(0.8, 1.2), next_beat - now)))
 
     outcomes = [Outcome(t.service, t.task_definition_arn, verdicts[t.service]) for t in targets]
     failed = [o for o in outcomes if o.failed]
@@ -198,6 +207,13 @@ def wait(ctx: "Context", cluster: str, targets: list[Target], timeout_seconds: f
             f"rollout {outcome.service}: {outcome.verdict.state}", service=outcome.service,
             reason=outcome.verdict.reason or None, stopped_tasks=outcome.stopped_reasons or None)
     return outcomes
+
+
+def heartbeat(elapsed: float, done: int, total: int, waiting_for: list[str]) -> None:
+    """The line that says a long rollout is still being followed: elapsed time and "n of m services done" (the
+    same as fields in JSON logs)."""
+    log.info(f"rollouts: {done} of {total} services done, {elapsed:.0f} s elapsed", elapsed_seconds=round(elapsed),
+             services_done=done, services_total=total, waiting_for=waiting_for)
 
 
 def failure_message(outcomes: list[Outcome]) -> str:

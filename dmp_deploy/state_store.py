@@ -8,11 +8,13 @@ turns that control off for the embedded AWS, as for the add-users bucket), creat
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import botocore.exceptions
 
 from dmp_deploy.aws import Aws, error_code
 from dmp_deploy.config import Config
+from dmp_deploy.errors import CorruptState
 
 NOT_FOUND = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 
@@ -79,15 +81,31 @@ class StateStore:
         self.aws.call("s3", "put_bucket_tagging", Bucket=self.bucket, Tagging={"TagSet": [
             {"Key": k, "Value": v} for k, v in sorted(tags.items())]})
 
-    def get_json(self, key: str) -> tuple[dict, str] | tuple[None, None]:
-        """(document, etag), or (None, None) when the object (or the bucket) does not exist."""
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def get_json(self, key: str, schema: dict[str, Any] | None = None,
+                 advice: str = "") -> tuple[dict, str] | tuple[None, None]:
+        """(document, etag), or (None, None) when the object (or the bucket) does not exist.
+
+        Raises CorruptState naming the object, what is wrong with it and `advice` (what to do) when it is not a
+        JSON object, or does not match `schema` ({field: type or tuple of types}, see `schema_problems`)."""
         try:
             response = self.aws.call("s3", "get_object", Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) in NOT_FOUND:
                 return None, None
             raise
-        return json.loads(response["Body"].read()), response["ETag"]
+        body = response["Body"].read()
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems = [f"not JSON ({exc})"]
+        else:
+            problems = schema_problems(document, schema or {})
+        if problems:
+            raise CorruptState(f"{self.location(key)} cannot be read: {'; '.join(problems)}. {advice}".strip())
+        return document, response["ETag"]
 
     def put_json(self, key: str, document: dict, if_none_match: bool = False, if_match: str | None = None) -> str:
         """Write a document; with if_none_match only if the key is new, with if_match only if unchanged.
@@ -114,6 +132,23 @@ class StateStore:
                 return []
             raise
         return sorted(o["Key"] for o in objects)
+
+
+def schema_problems(document: Any, schema: dict[str, Any]) -> list[str]:
+    """What keeps `document` from being a JSON object with each field of `schema` of its type(s). Extra fields
+    are allowed (a newer version of this tool may add some)."""
+    if not isinstance(document, dict):
+        return [f"expected a JSON object, found {type(document).__name__}"]
+    problems = []
+    for name, types in schema.items():
+        types = types if isinstance(types, tuple) else (types,)
+        if name not in document:
+            if type(None) not in types:
+                problems.append(f"{name} is missing")
+        elif not isinstance(document[name], types) or (isinstance(document[name], bool) and bool not in types):
+            problems.append(f"{name} is {type(document[name]).__name__}, expected "
+                            f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    return problems
 
 
 def precondition_failed(exc: BaseException) -> bool:

@@ -181,10 +181,11 @@ def test_a_second_apply_that_cannot_wait_fails_naming_the_holder(deployed, local
     assert first.wait() == 0, first.stderr
 
     failed = second.json
-    assert (failed["status"], failed["applied"], failed["release"]) == ("failed", 0, None)
+    assert (failed["status"], failed["applied"], failed["release"]) == ("error", 0, None)
+    assert failed["error"]["kind"] == "lock"
     identity = local_aws.client("sts").get_caller_identity()["Arn"]
-    assert f"is held by {identity} on {socket.gethostname()} (pid {first.pid}, `apply`)" in failed["error"]
-    assert "Waited 1s" in failed["error"] and "lock release" in failed["error"]
+    assert f"is held by {identity} on {socket.gethostname()} (pid {first.pid}, `apply`)" in failed["error"]["message"]
+    assert "Waited 1s" in failed["error"]["message"] and "lock release" in failed["error"]["message"]
     # It changed nothing: every mutating call it made was an attempt at the lock.
     assert set(failed["calls"]["by_operation"]) & {"ecs.register_task_definition", "ecs.update_service"} == set()
     assert first.json["applied"] > 0

@@ -367,12 +367,12 @@ def test_preflight_refuses_a_certificate_that_is_not_issued(local_aws, local_con
     local_config('certificate_domain = "www.local.dmp.invalid"', 'certificate_domain = "pending.local.dmp.invalid"')
     result = run_cli("apply", "--env", "local", "--json")
     assert result.code == 1
-    assert f"certificate {pending['CertificateArn']}: is PENDING_VALIDATION, not ISSUED" in result.json["error"]
+    assert f"certificate {pending['CertificateArn']}: is PENDING_VALIDATION, not ISSUED" in result.json["error"]["message"]
     assert result.json["calls"]["mutating"] == 0
 
     local_config('certificate_domain = "pending.local.dmp.invalid"', 'certificate_domain = "nowhere.invalid"')
     missing = run_cli("apply", "--env", "local", "--json")
-    assert missing.code == 1 and "no ACM certificate for 'nowhere.invalid'" in missing.json["error"]
+    assert missing.code == 1 and "no ACM certificate for 'nowhere.invalid'" in missing.json["error"]["message"]
     assert missing.json["calls"]["mutating"] == 0
 
 

@@ -1,12 +1,17 @@
 """The deploy lock: a lease in the state bucket taken with conditional writes."""
 
+import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
 from dmp_deploy import lock as deploy_lock
 from dmp_deploy.aws import Aws
 from dmp_deploy.config import load_config
+from dmp_deploy.errors import CorruptState
 from dmp_deploy.lock import DeployLock, LockHeld, LockLost
 from dmp_deploy.state_store import StateStore
 
@@ -117,6 +122,58 @@ def test_lock_commands(store, run_cli):
     DeployLock(store, "arn:aws:sts::123456789012:assumed-role/ci/job-42", "apply", 60, 0).acquire()
     status = run_cli("lock", "status", "--env", "local", "--json")
     assert status.code == 0 and status.json["held"] and status.json["lease"]["holder"].endswith("job-42")
-    released = run_cli("lock", "release", "--env", "local")
+    refused = run_cli("lock", "release", "--env", "local")  # a live lease: only with --force
+    assert refused.code == 1 and "job-42" in refused.stderr and "--force" in refused.stderr
+    assert run_cli("lock", "status", "--env", "local", "--json").json["held"] is True
+    released = run_cli("lock", "release", "--env", "local", "--force")
     assert released.code == 0 and "job-42" in released.stdout
     assert run_cli("lock", "status", "--env", "local", "--json").json["held"] is False
+
+
+def _put_lease(store, **fields):
+    lease = {"holder": "arn:aws:sts::123456789012:assumed-role/ci/job-7", "host": "elsewhere", "pid": 1,
+             "command": "apply", "started": time.time() - 10, "expires": time.time() + 300, **fields}
+    store.put_json(deploy_lock.KEY, lease)
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_an_expired_lease_is_released_without_force(store, run_cli):
+    _put_lease(store, expires=time.time() - 1)
+    released = run_cli("lock", "release", "--env", "local")
+    assert released.code == 0 and "job-7" in released.stdout
+    assert deploy_lock.read(store) == (None, None)
+
+
+def test_a_lease_whose_holder_died_on_this_host_is_taken_over_at_once(store):
+    _put_lease(store, host=socket.gethostname(), pid=_dead_pid())  # live for 300 s more, but its process is gone
+    lock = DeployLock(store, "me", "apply", lease_seconds=60, wait_seconds=0)
+    lock.acquire()
+    assert deploy_lock.read(store)[0].holder == "me"
+
+
+def test_a_lease_of_a_dead_pid_on_another_host_is_not_taken_over(store):
+    _put_lease(store, host="another-host", pid=_dead_pid())  # that pid means nothing here
+    with pytest.raises(LockHeld, match="job-7"):
+        DeployLock(store, "me", "apply", lease_seconds=60, wait_seconds=0).acquire()
+
+
+@pytest.mark.parametrize("body", [b"garbage{", b'{"owner": "old-schema", "until": 12}', b"[1, 2]",
+                                  b'{"holder": "x", "host": "h", "pid": "12", "command": "apply", "started": 1, '
+                                  b'"expires": 2}'])
+def test_a_corrupt_lock_object_is_named_and_lock_release_force_removes_it(store, run_cli, body):
+    store.aws.call("s3", "put_object", Bucket=store.bucket, Key=deploy_lock.KEY, Body=body)
+    with pytest.raises(CorruptState, match=r"s3://.*/locks/deploy.json cannot be read: .*lock release --env local "
+                                           r"--force"):
+        DeployLock(store, "me", "apply", lease_seconds=60, wait_seconds=0).acquire()
+    status = run_cli("lock", "status", "--env", "local", "--json")
+    assert status.code == 1 and status.json["error"]["kind"] == "state"
+    assert "locks/deploy.json" in status.json["error"]["message"]
+    assert run_cli("lock", "release", "--env", "local").code == 1  # not without --force
+    released = run_cli("lock", "release", "--env", "local", "--force")
+    assert released.code == 0 and "unreadable" in released.stdout
+    DeployLock(store, "me", "apply", lease_seconds=60, wait_seconds=0).acquire()  # free again

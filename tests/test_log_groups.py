@@ -63,7 +63,7 @@ def test_undeclared_owned_log_group_is_deleted_only_with_allow_destroy(local_aws
 
     refused = run_cli("apply", "--env", "local", "--json")
     assert refused.code == 1
-    assert refused.json["status"] == "failed" and "--allow-destroy" in refused.json["error"]
+    assert refused.json["status"] == "error" and "--allow-destroy" in refused.json["error"]["message"]
     assert "/dmp-local/retired-app" in [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]]
 
     assert run_cli("apply", "--env", "local", "--allow-destroy").code == 0

@@ -117,7 +117,7 @@ def test_apply_refuses_to_start_when_secrets_or_images_are_missing(local_aws, ru
 
     result = run_cli("apply", "--env", "local", "--json")
     assert result.code == 1
-    error = result.json["error"]
+    error = result.json["error"]["message"]
     assert error.startswith("Preflight: 4 thing(s) the plan needs do not exist. Nothing was changed.")
     for missing in ("parameter/dmp-local/database-uri", "parameter/dmp-local/notify-api-key",
                     "search-api-wsgi:local", "ECR repository router-http does not exist"):
@@ -134,7 +134,7 @@ def test_missing_target_group_is_reported_before_anything_changes(local_aws, run
     result = run_cli("apply", "--env", "local", "--json")
     assert result.code == 1
     assert "target group arn:aws:elasticloadbalancing:eu-west-2:123456789012:targetgroup/dmp-local-router/" \
-           "0123456789abcdef: not found (used by service dmp-local-router)" in result.json["error"]
+           "0123456789abcdef: not found (used by service dmp-local-router)" in result.json["error"]["message"]
     assert result.json["calls"]["mutating"] == 0
 
 

@@ -67,8 +67,10 @@ def test_a_failed_apply_records_nothing(local_aws, run_cli, store, monkeypatch):
 
 def test_release_numbers_are_never_written_twice(store):
     store.ensure()
-    assert releases.write(store, {"kind": "apply"}) == 1
-    assert releases.write(store, {"kind": "apply"}) == 2
+    record = {"kind": "apply", "time": "2026-01-01T00:00:00Z", "changes": [], "desired": {}, "task_definitions": {},
+              "state_machines": {}, "live": {}}
+    assert releases.write(store, record) == 1
+    assert releases.write(store, record) == 2
     # a concurrent writer that computed the same number loses the conditional write and takes the next
     from dmp_deploy.state_store import precondition_failed
     with pytest.raises(Exception) as err:

@@ -194,3 +194,22 @@ def test_deadline_fails_what_is_still_in_progress_and_keeps_what_finished():
 def test_waiting_for_nothing_makes_no_call():
     aws = ScriptedAws({})
     assert wait(aws, [])[0] == [] and aws.calls == []
+
+
+def test_a_heartbeat_at_least_every_15_seconds_with_elapsed_time_and_services_done():
+    from structlog.testing import capture_logs
+
+    stuck = service(deployment(NEW, running=1), deployment(OLD, "ACTIVE", "COMPLETED", 2))
+    done = service(deployment(NEW, state="COMPLETED", running=2))
+    aws = ScriptedAws({"slow": [stuck] * 7 + [done], "quick": [done]})
+    clock = Clock()
+    with capture_logs() as logs:
+        outcomes = rollout.wait(FakeCtx(aws), "dmp-local", [rollout.Target("slow", NEW), rollout.Target("quick", NEW)],
+                                200, 40, clock=clock, sleep=clock.sleep, jitter=lambda a, b: 1.0)
+    assert all(o.verdict.state == SUCCEEDED for o in outcomes)
+    beats = [e for e in logs if e["event"].startswith("rollouts: ")]
+    assert [(e["elapsed_seconds"], e["services_done"], e["services_total"], e["waiting_for"]) for e in beats] == [
+        (15, 1, 2, ["slow"]), (30, 1, 2, ["slow"]), (45, 1, 2, ["slow"]), (60, 1, 2, ["slow"]),
+        (75, 1, 2, ["slow"]), (90, 1, 2, ["slow"])]
+    assert beats[0]["event"] == "rollouts: 1 of 2 services done, 15 s elapsed"
+    assert max(clock.sleeps) <= 15  # a 40 s poll interval does not silence it

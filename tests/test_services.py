@@ -211,7 +211,7 @@ def test_circuit_breaker_rollback_fails_apply_naming_service_rollback_and_reason
 
     result = run_cli("apply", "--env", "local", "--image", "api=BROKEN", "--json")
     assert result.code == 1
-    error = result.json["error"]
+    error = result.json["error"]["message"]
     assert "dmp-local-api" in error
     assert "ECS rolled back" in error
     assert f"now runs {old.rsplit('/', 1)[1]}" in error

@@ -93,7 +93,7 @@ def test_a_failed_api_rollout_fails_the_apply_before_any_frontend_changes(local_
 
     result = run_cli("apply", "--env", "local", "--json")
     assert result.code == 1
-    error = result.json["error"]
+    error = result.json["error"]["message"]
     assert "dmp-local-api: ECS rolled back" in error
     assert "dmp-local-admin-frontend and the services that start after it were not changed" in error
     assert [name for op, name in ecs_calls if op == "update_service"] == API_TIER  # nothing after the APIs
@@ -136,8 +136,8 @@ def test_a_failing_migration_fails_apply_migrate_before_the_api_changes(local_aw
 
     result = run_cli("apply", "--env", "local", "--migrate", "--image", "api=NEWTAG", "--json")
     assert result.code == 1
-    assert "apply --migrate: db-migration did not succeed: wsgi exited with 3" in result.json["error"]
-    assert "No service was changed" in result.json["error"]
+    assert "apply --migrate: db-migration did not succeed: wsgi exited with 3" in result.json["error"]["message"]
+    assert "No service was changed" in result.json["error"]["message"]
     assert result.json["release"] is None
     assert ecs_calls == [("run_task", "dmp-local-db-migration")]  # and no UpdateService
     assert local_aws.client("ecs").describe_services(cluster="dmp-local", services=["dmp-local-api"])[

@@ -5,8 +5,8 @@ Never takes the lock and never mutates (read-only seam). Without any release yet
 
 import structlog
 
-from dmp_deploy import desired, drift, planner, releases, session
-from dmp_deploy.commands.output import add_env, add_json, emit_json, emit_text
+from dmp_deploy import desired, drift, planner, releases, session, show
+from dmp_deploy.commands.output import add_env, add_json, color_wanted, emit_json, emit_text
 from dmp_deploy.config import load_config
 from dmp_deploy.resources import all_kinds
 from dmp_deploy.state_store import StateStore
@@ -19,6 +19,8 @@ def add_parser(sub):
     p = sub.add_parser("drift", help="compare live AWS with the current release (exit 0 in sync, 2 drift, 1 error)")
     add_env(p)
     add_json(p)
+    p.add_argument("--summary", metavar="FILE",
+                   help="also append the drift as a Markdown table to FILE (CI: $GITHUB_STEP_SUMMARY)")
     return p
 
 
@@ -36,8 +38,11 @@ def run(args) -> int:
     rec = planner.build_plan(env.ctx, env.kinds)
     document = {**drift.report(rec.plan), "release": record["number"] if record else None,
                 "calls": aws.stats.as_dict()}
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as summary:
+            summary.write(show.drift_markdown(document) + "\n")
     if args.json:
         emit_json(document)
     else:
-        emit_text(drift.render_text(document))
+        emit_text(drift.render_text(document, color_wanted(getattr(args, "no_color", False))))
     return IN_SYNC if document["in_sync"] else DRIFTED
