@@ -32,6 +32,20 @@ DOCUMENTED_RULES: dict[tuple[str, str, str], tuple[str, str]] = {
         r"[A-Za-z0-9_-]{1,80}",
         "Step Functions StartExecution: 1-80 characters; no whitespace, brackets, wildcards, control characters "
         "or special punctuation (this check is stricter: letters, numbers, - and _)"),
+    # ELB's names and health check paths: the model has no max or pattern for them (nor has CloudFormation's
+    # schema: see test_aws_schemas), the API reference states them in words.
+    ("elbv2", "CreateLoadBalancer", "Name"): (
+        r"(?!internal-)[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?",
+        "ELB CreateLoadBalancer: at most 32 characters, only alphanumerics and hyphens, not beginning or ending "
+        "with a hyphen, not beginning with internal-"),
+    ("elbv2", "CreateTargetGroup", "Name"): (
+        r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?",
+        "ELB CreateTargetGroup: at most 32 characters, only alphanumerics and hyphens, not beginning or ending "
+        "with a hyphen"),
+    ("elbv2", "CreateTargetGroup", "HealthCheckPath"): (
+        r"/.*", "ELB target group health checks: the destination path must begin with a '/' character"),
+    ("elbv2", "ModifyTargetGroup", "HealthCheckPath"): (
+        r"/.*", "ELB target group health checks: the destination path must begin with a '/' character"),
 }
 
 

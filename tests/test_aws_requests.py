@@ -70,7 +70,9 @@ def test_the_mutating_calls_of_each_path_were_seen(captured):
     _, calls = captured
     seen = {phase: {f"{s}.{o}" for s, o, _ in items} for phase, items in calls.items()}
     assert {"ecs.register_task_definition", "stepfunctions.create_state_machine", "iam.create_role",
-            "efs.create_access_point"} <= seen["apply"]
+            "efs.create_access_point", "servicediscovery.create_private_dns_namespace",
+            "servicediscovery.create_service", "elbv2.create_load_balancer", "elbv2.create_target_group",
+            "elbv2.create_listener", "elbv2.create_rule", "ecs.create_service"} <= seen["apply"]
     assert "s3.put_object" in seen["add-users"]
     assert "ecs.run_task" in seen["run-task"]
 
@@ -113,6 +115,14 @@ def _api_names(value):
     ("ecs", "run_task", {"startedBy": "ok"}, "taskDefinition: required"),
     ("ecs", "run_task", {"taskDefinition": "td", "count": "1"}, "expected an integer"),
     ("ecs", "run_task", {"taskDefinition": "td", "nonsense": 1}, "not a member"),
+    ("elbv2", "create_load_balancer", {"Name": "dmp-a-prefix-of-twenty-one-public-x"}, "documented rule"),
+    ("elbv2", "create_load_balancer", {"Name": "internal-www"}, "documented rule"),
+    ("elbv2", "create_target_group", {"Name": "dmp-local-buyer-", "HealthCheckPath": "/healthcheck"},
+     "documented rule"),
+    ("elbv2", "create_target_group", {"Name": "dmp-local-buyer", "HealthCheckPath": "healthcheck"},
+     "HealthCheckPath: 'healthcheck' breaks the documented rule"),
+    ("elbv2", "create_rule", {"ListenerArn": "arn", "Priority": 0, "Conditions": [], "Actions": []}, "Priority"),
+    ("servicediscovery", "create_service", {"Name": "two words"}, "Name"),
 ])
 def test_a_bad_request_fails_the_checker(service, operation, params, expected):
     found = request_check.problems(service, operation, params)
