@@ -11,15 +11,18 @@ in AWS (an access point's id, a group's id, the subnets, a key's ARN) become ids
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import re
 
 import pytest
+import regex
 from cfnlint.api import ManualArgs, lint
 
+import request_check
 from dmp_deploy import desired, names
-from dmp_deploy.config import load_config
+from dmp_deploy.config import PublicEntry, load_config
 from dmp_deploy.resources import all_kinds, kms_keys
 from dmp_deploy.resources import state_machine as sm
 
@@ -268,7 +271,8 @@ def resources_of(kind: str, name: str, spec: dict, config) -> dict[str, dict]:
         return {lid: {"Type": "AWS::ElasticLoadBalancingV2::LoadBalancer", "Properties": {
             "Name": name, "Type": spec["type"], "Scheme": spec["scheme"], "IpAddressType": spec["ip_address_type"],
             "Subnets": subnets.get(spec["subnets"], spec["subnets"]),
-            "SecurityGroups": [g if g.startswith("sg-") else {"Fn::GetAtt": [logical_id("security_group", g), "GroupId"]}
+            "SecurityGroups": [g if g.startswith("sg-")  # an id we do not own stays as it is
+                               else {"Fn::GetAtt": [logical_id("security_group", g), "GroupId"]}
                                for g in spec["security_groups"]],
             "LoadBalancerAttributes": [{"Key": k, "Value": v} for k, v in sorted(spec["attributes"].items())],
             "Tags": cfn_tags(spec["tags"])}}}
@@ -347,7 +351,10 @@ def _lifecycle(rule: dict) -> dict:
 @functools.lru_cache(maxsize=None)
 def template(env: str) -> str:
     """One CloudFormation template (JSON) holding every resource `env` renders."""
-    config = load_config(env)
+    return template_of(load_config(env))
+
+
+def template_of(config) -> str:
     state = desired.build(config, all_kinds())
     resources: dict[str, dict] = {}
     for kind, specs in state.resources.items():
@@ -375,6 +382,35 @@ def test_every_rendered_resource_fits_aws_resource_schemas(env):
             "AWS::ServiceDiscovery::PrivateDnsNamespace", "AWS::ServiceDiscovery::Service",
             "AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::ElasticLoadBalancingV2::TargetGroup",
             "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::ListenerRule"} <= kinds
+    found = problems(text, config.environment.region)
+    assert found == [], "\n".join(found)
+
+
+def test_the_longest_name_prefix_still_fits():
+    # config.py allows a name_prefix of up to 21 characters (names.py keeps the ELB stems short for it): every
+    # name built on one that long must still fit AWS's limits (ELB names 32, IAM role names 64, ...).
+    config = load_config("staging")
+    config = dataclasses.replace(config, environment=dataclasses.replace(config.environment,
+                                                                         name_prefix="dmp-a-long-prefix-21c"))
+    assert len(config.environment.name_prefix) == 21
+    found = problems(template_of(config), config.environment.region)
+    # CloudFormation's ELB schema leaves the names' limits to prose: request_check has them from the API reference.
+    resources = desired.build(config, all_kinds()).resources
+    for kind, operation in (("load_balancer", "CreateLoadBalancer"), ("target_group", "CreateTargetGroup")):
+        pattern, source = request_check.DOCUMENTED_RULES[("elbv2", operation, "Name")]
+        found += [f"{kind} {name}: {source}" for name in resources[kind] if not regex.fullmatch(pattern, name)]
+    assert found == [], "\n".join(found)
+
+
+def test_an_existing_public_entry_fits():
+    # With public_entry.existing_target_group_arn there is no public load balancer and the router's service names
+    # a target group by ARN: the configuration the three environments do not use, linted all the same.
+    config = load_config("staging")
+    arn = "arn:aws:elasticloadbalancing:eu-west-2:111122223333:targetgroup/dmp-entry/0123456789abcdef"
+    config = dataclasses.replace(config, public_entry=PublicEntry(existing_target_group_arn=arn))
+    text = template_of(config)
+    router = json.loads(text)["Resources"][logical_id("service", names.family(config, "router"))]
+    assert router["Properties"]["LoadBalancers"][0]["TargetGroupArn"] == arn
     found = problems(text, config.environment.region)
     assert found == [], "\n".join(found)
 
