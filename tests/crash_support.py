@@ -17,6 +17,7 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -170,11 +171,15 @@ def inventory(local_aws) -> dict:
     iam = c("iam")
     roles = iam.list_roles()["Roles"]
     inv["iam.roles"] = sorted(r["RoleName"] for r in roles)
-    inv["iam.role_policies"] = sorted(
-        (r["RoleName"], tuple(sorted(iam.list_role_policies(RoleName=r["RoleName"])["PolicyNames"])),
-         tuple(sorted(p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=r["RoleName"])[
-             "AttachedPolicies"])))
-        for r in roles)
+
+    def role_policies(name: str) -> tuple:
+        return (name, tuple(sorted(iam.list_role_policies(RoleName=name)["PolicyNames"])),
+                tuple(sorted(p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=name)[
+                    "AttachedPolicies"])))
+
+    # Two reads per role, a third of the inventory's calls: concurrently, as the tool reads them.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        inv["iam.role_policies"] = sorted(pool.map(role_policies, [r["RoleName"] for r in roles]))
     inv["iam.policies"] = sorted(p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"])
 
     kms = c("kms")
