@@ -161,7 +161,7 @@ def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command
     subset = "" if len(chosen) == total else f" (DMP_CRASH_POINTS: {len(chosen)} of the {total} points)"
     line = (f"crash {name} [{'after' if after else 'before'} the call]: {converged} of {len(chosen)} crash points "
             f"converged; {total} mutating calls{subset}; real crashes matched the saved state at k="
-            f"{', '.join(map(str, checked))}")
+            f"{', '.join(map(str, checked)) or 'none of the chosen points'}")
     detail = f"  mutating calls: {calls}"
     line += " (seconds per point: " + ", ".join(f"{step} {s / len(chosen):.2f}" for step, s in spent.items()) + ")"
     REPORTS.append(line)
