@@ -1,7 +1,8 @@
 """Test harness: one in-process embedded AWS (moto's server on 127.0.0.1, patched by moto_compat) per test
-session, reset and re-seeded before each test that asks for it. The CLI finds it through the same state
-file `local status` reads, so in-process and subprocess runs of `run.py --env local` both target it.
-Nothing here reaches the network or real AWS.
+session, reset and seeded once, then put back to that seeded account before each test that asks for it (a
+restore of dmp_deploy/local/snapshots.py: a tenth of what a reset and the seed cost). The CLI finds it through
+the same state file `local status` reads, so in-process and subprocess runs of `run.py --env local` both target
+it. Nothing here reaches the network or real AWS.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import jinja2
+import jinja2.bccache
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,18 +51,58 @@ def _post(url: str, body: dict | None = None) -> None:
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Every Jinja template compiled once per test session, not once per command: each in-process CLI run builds
+    new Jinja environments (dmp_deploy.render.environment), and compiling the task definition and ASL templates
+    was a third of a `plan`'s own CPU time. Keyed by Jinja on the template's name and file, and checked against
+    a checksum of its source: an edited template is compiled again."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, tuple[str, object]] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        checksum, code = self._code.get(bucket.key, (None, None))
+        if checksum == bucket.checksum:
+            bucket.code = code
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = (bucket.checksum, bucket.code)
+
+
+def _compile_templates_once() -> None:
+    from dmp_deploy import render
+
+    environment, cache = render.environment, _CompiledTemplates()
+
+    def cached(directory: Path) -> jinja2.Environment:
+        env = environment(directory)
+        env.bytecode_cache = cache
+        return env
+
+    cached.__doc__ = environment.__doc__
+    render.environment = cached
+
+
+_compile_templates_once()
+
+
+SEEDED = "seeded"  # the snapshot every test's embedded AWS starts from
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     port = _free_port()
     os.environ["MOTO_PORT"] = str(port)  # the state-machine interpreter calls back on this port
-    from moto.server import ThreadedMotoServer
-
-    from dmp_deploy.local import moto_compat
+    from dmp_deploy.local import moto_compat, snapshots
 
     moto_compat.apply()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = snapshots.server("127.0.0.1", port)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{port}"
+    _reset_and_seed(endpoint)
+    snapshots.save(SEEDED)
+    yield endpoint
+    snapshots.drop()
     server.stop()
 
 
@@ -77,17 +120,40 @@ class LocalAws:
         """Back to a freshly seeded account: nothing of ours, only what a real account already has."""
         _reset_and_seed(self.endpoint)
 
+    def snapshot(self, name: str) -> None:
+        """Save everything the embedded AWS holds now as `name` (dmp_deploy/local/snapshots.py)."""
+        _post(f"{self.endpoint}{SNAPSHOTS}{name}")
 
-def _reset_and_seed(endpoint: str):
+    def restore(self, name: str) -> None:
+        """Put the embedded AWS back as it was when `name` was saved."""
+        _post(f"{self.endpoint}{SNAPSHOTS}{name}/restore")
+
+    def drop_snapshots(self) -> None:
+        request = urllib.request.Request(f"{self.endpoint}{SNAPSHOTS}", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+
+SNAPSHOTS = "/dmp-local/snapshots/"
+
+
+def _start_test(endpoint: str) -> None:
+    """What every test's embedded AWS starts from, besides the seeded account: no scripted outcomes, and state
+    machines that run."""
     from dmp_deploy.local import moto_compat
-    from dmp_deploy.config import load_config
-    from dmp_deploy.local.seed import seed
     from dmp_deploy.local.server import enable_state_machine_execution
 
-    _post(f"{endpoint}/moto-api/reset")
     moto_compat.clear_task_outcomes()
     moto_compat.clear_rollout_failures()
     enable_state_machine_execution(endpoint)
+
+
+def _reset_and_seed(endpoint: str):
+    from dmp_deploy.config import load_config
+    from dmp_deploy.local.seed import seed
+
+    _post(f"{endpoint}/moto-api/reset")
+    _start_test(endpoint)
     config = load_config("local")
     seed(endpoint, config)
     return config
@@ -95,8 +161,13 @@ def _reset_and_seed(endpoint: str):
 
 @pytest.fixture
 def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
-    """A freshly reset and seeded embedded AWS that `--env local` targets for this test."""
-    config = _reset_and_seed(moto_server)
+    """A freshly seeded embedded AWS that `--env local` targets for this test."""
+    from dmp_deploy.config import load_config
+    from dmp_deploy.local import snapshots
+
+    snapshots.load(SEEDED)
+    _start_test(moto_server)
+    config = load_config("local")
     state_dir = tmp_path / "dmp-local"
     state_dir.mkdir()
     (state_dir / "server.json").write_text(json.dumps(

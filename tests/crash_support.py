@@ -17,6 +17,7 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -66,8 +67,64 @@ class Crasher:
         raise SimulatedCrash(f"killed at {self.crashed} ({'after' if self.after else 'before'} the call)")
 
 
+@dataclass
+class Recorder:
+    """A seam hook that saves the embedded AWS at every mutating call of an uncrashed command, as the state a
+    crash there leaves: `before-k` as the k-th mutating call is about to leave (a crash before it), or, with
+    `after`, `after-k` as soon as its answer is back (AWS carried it out, the answer was lost).
+
+    A killed command makes no call after its crash, and up to it makes exactly the calls the uncrashed command
+    makes (the hook that kills it does nothing before), so the saved state is the one the crash leaves; the crash
+    suite checks that on real crashes at some points (test_crash.run_scenario)."""
+
+    save: Callable[[str], None]  # saves the embedded AWS under a name (LocalAws.snapshot)
+    after: bool = False
+    mutations: list[str] = field(default_factory=list)
+    saved: list[str] = field(default_factory=list)
+    _answer_pending: threading.local = field(default_factory=threading.local)
+    _listening: set = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, aws) -> None:
+        self.aws = aws
+        aws.hooks.append(self.hook)
+
+    def hook(self, call: Call) -> None:
+        if not call.mutating:
+            return
+        with self._lock:
+            assert getattr(self._answer_pending, "k", None) is None, \
+                f"no answer came back for mutating call {self._answer_pending.k}"
+            self.mutations.append(f"{call.service}.{call.operation}")
+            k = len(self.mutations)
+            assert call.mutation_sequence == k, "more than one seam: mutating calls are not numbered once"
+            if not self.after:
+                self._save(f"before-{k}")
+                return
+            client = self.aws.client(call.service)
+            if id(client) not in self._listening:  # botocore says when the answer is back
+                client.meta.events.register("after-call", self._answered)
+                self._listening.add(id(client))
+            self._answer_pending.k = k  # the answer comes back on this thread
+
+    def _answered(self, **_) -> None:
+        k = getattr(self._answer_pending, "k", None)
+        if k is None:
+            return
+        self._answer_pending.k = None
+        with self._lock:
+            self._save(f"after-{k}")
+
+    def _save(self, name: str) -> None:
+        self.save(name)
+        self.saved.append(name)
+
+    def name(self, k: int) -> str:
+        return f"{'after' if self.after else 'before'}-{k}"
+
+
 @contextlib.contextmanager
-def hooked(monkeypatch, crasher: Crasher):
+def hooked(monkeypatch, crasher: "Crasher | Recorder"):
     """Every seam a command opens in this block carries the crasher's hook (session.ON_CONNECT)."""
     with monkeypatch.context() as m:
         m.setattr(session, "ON_CONNECT", [*session.ON_CONNECT, crasher.attach])
@@ -114,11 +171,15 @@ def inventory(local_aws) -> dict:
     iam = c("iam")
     roles = iam.list_roles()["Roles"]
     inv["iam.roles"] = sorted(r["RoleName"] for r in roles)
-    inv["iam.role_policies"] = sorted(
-        (r["RoleName"], tuple(sorted(iam.list_role_policies(RoleName=r["RoleName"])["PolicyNames"])),
-         tuple(sorted(p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=r["RoleName"])[
-             "AttachedPolicies"])))
-        for r in roles)
+
+    def role_policies(name: str) -> tuple:
+        return (name, tuple(sorted(iam.list_role_policies(RoleName=name)["PolicyNames"])),
+                tuple(sorted(p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=name)[
+                    "AttachedPolicies"])))
+
+    # Two reads per role, a third of the inventory's calls: concurrently, as the tool reads them.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        inv["iam.role_policies"] = sorted(pool.map(role_policies, [r["RoleName"] for r in roles]))
     inv["iam.policies"] = sorted(p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"])
 
     kms = c("kms")
@@ -135,11 +196,14 @@ def inventory(local_aws) -> dict:
     from dmp_deploy.state_store import bucket_name
     state = bucket_name(load_config("local"))
     if state in inv["s3.buckets"]:
+        # A setting not made yet reads as None (a crash point half way through creating the bucket).
         inv["state.bucket"] = (
-            s3.get_public_access_block(Bucket=state)["PublicAccessBlockConfiguration"],
-            s3.get_bucket_encryption(Bucket=state)["ServerSideEncryptionConfiguration"]["Rules"],
+            _unless_missing(lambda: s3.get_public_access_block(Bucket=state)["PublicAccessBlockConfiguration"]),
+            _unless_missing(
+                lambda: s3.get_bucket_encryption(Bucket=state)["ServerSideEncryptionConfiguration"]["Rules"]),
             s3.get_bucket_versioning(Bucket=state).get("Status"),
-            sorted((t["Key"], t["Value"]) for t in s3.get_bucket_tagging(Bucket=state)["TagSet"]))
+            _unless_missing(lambda: sorted((t["Key"], t["Value"]) for t in s3.get_bucket_tagging(Bucket=state)[
+                "TagSet"])))
         # A run killed just before releasing the deploy lock leaves its lease, expired by the time anyone runs
         # again and taken over by the next apply that has something to do (a no-op apply never takes the lock).
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=state).get("Contents", [])
@@ -165,6 +229,17 @@ def inventory(local_aws) -> dict:
             revisions[arn.rsplit("/", 1)[1].rsplit(":", 1)[0]] += 1
     inv["ecs.task_definition_revisions"] = dict(sorted(revisions.items()))
     return inv
+
+
+def _unless_missing(read: Callable[[], object]) -> object:
+    """What `read` returns, or None when S3 answers that the setting was never made."""
+    try:
+        return read()
+    except botocore.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchPublicAccessBlockConfiguration", "NoSuchTagSet",
+                                             "ServerSideEncryptionConfigurationNotFoundError"):
+            return None
+        raise
 
 
 def _versions(sfn, machine_arn: str) -> int:

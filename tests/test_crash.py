@@ -1,13 +1,18 @@
 """Crash consistency (`pytest -m crash`): every mutating call of a command is a point where it can die.
 
-For each scenario the command first runs uncrashed, counting its N mutating calls and leaving the reference
-inventory. Then, for every k from 1 to N, the embedded AWS is reset to the scenario's starting point, the command
-is killed at its k-th mutating call (tests/crash_support.py: the seam is dead from then on, so the deploy lock is
-left behind as a killed CI job leaves it), and the same command is run again once its lease has expired (time is
-moved past it, as when the operator re-runs the job). It must then exit 0, `plan` must exit 0, and the inventory
-read straight from AWS must equal the uncrashed run's: no duplicate file system, access point, rule, state
-machine, log group, role, key or service; at most one new task definition revision per changed family and one
-new state machine version.
+For each scenario the command first runs uncrashed from the scenario's starting point, counting its N mutating
+calls, leaving the reference inventory, and saving the embedded AWS at every mutating call as a crash there
+leaves it (crash_support.Recorder, dmp_deploy/local/snapshots.py): a killed command makes no call after its crash
+and, up to it, the same calls as the uncrashed one. Then, for every k from 1 to N, the embedded AWS is put back
+to the state a crash at the k-th mutating call leaves (the deploy lock held, as a killed CI job leaves it), and
+the same command is run again once its lease has expired (time is moved past it, as when the operator re-runs
+the job). It must then exit 0, `plan` must exit 0, and the inventory read straight from AWS must equal the
+uncrashed run's: no duplicate file system, access point, rule, state machine, log group, role, key or service;
+at most one new task definition revision per changed family and one new state machine version.
+
+That the saved state is what a crash leaves is itself checked: at the first, the middle and the last point the
+command is also killed for real (crash_support.Crasher: the seam is dead from then on) and the inventory it
+leaves must equal the saved point's.
 
 Scenarios: apply from nothing; apply of a changed stack (a new api image, so new api, db-migration and add-users
 revisions and a new state machine version; two search-api tasks; a changed log retention); revert to release 1 after that change.
@@ -28,7 +33,7 @@ import pytest
 from dmp_deploy import config as config_module, lock as lock_module
 from dmp_deploy.local import control
 from conftest import LocalAws, cli
-from crash_support import Crasher, SimulatedCrash, compare, hooked, inventory
+from crash_support import Crasher, Recorder, SimulatedCrash, compare, hooked, inventory
 
 pytestmark = pytest.mark.crash
 
@@ -75,23 +80,30 @@ def points(total: int) -> list[int]:
     return [k for k in (int(p) for p in chosen.split(",")) if 1 <= k <= total]
 
 
+def spot_checks(total: int) -> list[int]:
+    """The points also crashed for real, to check that a saved crash point is what a crash leaves."""
+    return sorted({1, (total + 1) // 2, total})
+
+
 def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command, changed_families=None,
                  after: bool = False) -> None:
-    def start() -> None:
-        local_aws.reset()
-        monkeypatch.setattr(lock_module, "now", time.time)
-        setup()
-
-    # The uncrashed run: N mutating calls and the reference inventory. Every point starts from the same state
-    # (reset, then the same setup), so the inventory before the command is read once, here.
-    start()
+    # The scenario's starting point, made once and saved: the real crashes of the spot checks start from it.
+    local_aws.drop_snapshots()
+    local_aws.reset()
+    monkeypatch.setattr(lock_module, "now", time.time)
+    setup()
+    local_aws.snapshot("start")
     before = inventory(local_aws)
-    counter = Crasher(at=0)
-    with hooked(monkeypatch, counter):
+
+    # The uncrashed run: N mutating calls, the reference inventory, and the embedded AWS saved at every
+    # mutating call as a crash there leaves it (crash_support.Recorder).
+    recorder = Recorder(local_aws.snapshot, after=after)
+    with hooked(monkeypatch, recorder):
         ok(*command)
-    total = len(counter.mutations)
+    total = len(recorder.mutations)
     assert total > 0
-    tally = Counter(counter.mutations)
+    assert recorder.saved == [recorder.name(k) for k in range(1, total + 1)]
+    tally = Counter(recorder.mutations)
     calls = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(tally.items()))
     assert ok(*plan_command)["changes"] == []
     reference = inventory(local_aws)
@@ -106,19 +118,30 @@ def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command
         spent[step] = spent.get(step, 0.0) + now - started
         return now
 
-    for k in chosen:
-        t = time.perf_counter()
-        start()
-        t = timed("reset and set up", t)
+    # A saved crash point is what a real crash leaves: crash for real at some points, from the saved start.
+    checked = [k for k in spot_checks(total) if k in chosen]
+    for k in checked:
+        local_aws.restore("start")
+        monkeypatch.setattr(lock_module, "now", time.time)
         crasher = Crasher(at=k, after=after)
         with hooked(monkeypatch, crasher):
             with pytest.raises(SimulatedCrash):
                 cli(*command)
-        t = timed("crashed run", t)
-        assert crasher.crashed, f"k={k}: the command made fewer than {k} mutating calls this time"
+        assert crasher.crashed == recorder.mutations[k - 1], f"k={k}: the crash hit another call"
+        crashed = inventory(local_aws)
+        local_aws.restore(recorder.name(k))
+        saved = inventory(local_aws)
+        assert crashed == saved, f"k={k}: the saved crash point differs from a real crash's state:\n" + \
+            "\n".join(f"{key}: crash {crashed.get(key)!r}, saved {saved.get(key)!r}"
+                      for key in sorted(set(crashed) | set(saved)) if crashed.get(key) != saved.get(key))
+
+    for k in chosen:
+        t = time.perf_counter()
+        local_aws.restore(recorder.name(k))
+        t = timed("restore", t)
         # The operator re-runs the job later: the dead run's lease has expired by then.
         monkeypatch.setattr(lock_module, "now", lambda: time.time() + 3600)
-        where = f"k={k} ({'after' if after else 'before'} {crasher.crashed})"
+        where = f"k={k} ({'after' if after else 'before'} {recorder.mutations[k - 1]})"
         rerun = cli(*command)
         t = timed("re-run", t)
         if rerun.code != 0:
@@ -133,10 +156,12 @@ def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command
         timed("inventory", t)
         if problems:
             failures.append(f"{where}: " + "; ".join(problems))
+    local_aws.drop_snapshots()
     converged = len(chosen) - len(failures)
     subset = "" if len(chosen) == total else f" (DMP_CRASH_POINTS: {len(chosen)} of the {total} points)"
     line = (f"crash {name} [{'after' if after else 'before'} the call]: {converged} of {len(chosen)} crash points "
-            f"converged; {total} mutating calls{subset}")
+            f"converged; {total} mutating calls{subset}; real crashes matched the saved state at k="
+            f"{', '.join(map(str, checked)) or 'none of the chosen points'}")
     detail = f"  mutating calls: {calls}"
     line += " (seconds per point: " + ", ".join(f"{step} {s / len(chosen):.2f}" for step, s in spent.items()) + ")"
     REPORTS.append(line)

@@ -1,8 +1,8 @@
 """The embedded AWS server process: `python -m dmp_deploy.local.server --port P --state-file F`.
 
-Applies the compatibility patches, switches on state-machine execution, serves moto on 127.0.0.1:P,
-seeds what the local account would already have, starts the stand-in Data API (dmp_deploy/local/data_api.py),
-then writes the state file that `local status` reads.
+Applies the compatibility patches, switches on state-machine execution, serves moto on 127.0.0.1:P (with the
+snapshot endpoints of dmp_deploy/local/snapshots.py), seeds what the local account would already have, starts
+the stand-in Data API (dmp_deploy/local/data_api.py), then writes the state file that `local status` reads.
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # The state-machine interpreter calls the other services at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(args.port)
-    from moto.server import ThreadedMotoServer
-
-    from dmp_deploy.local import moto_compat
+    from dmp_deploy.local import moto_compat, snapshots
     from dmp_deploy.config import load_config
     from dmp_deploy.local.data_api import DataApi, embedded_secret
     from dmp_deploy.local.seed import seed
 
     moto_compat.apply()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server = snapshots.server("127.0.0.1", args.port)
     server.start()
     endpoint = f"http://127.0.0.1:{args.port}"
     enable_state_machine_execution(endpoint)
