@@ -34,8 +34,8 @@ class DesiredState:
         """Every secret ARN any task definition names: exactly what the execution role may read."""
         arns = set()
         for document in self.task_definitions.values():
-            for container in document.get("containerDefinitions", []):
-                arns.update(s["valueFrom"] for s in container.get("secrets", []))
+            for definition in document.get("containerDefinitions", []):
+                arns.update(s["valueFrom"] for s in definition.get("secrets", []))
         return sorted(arns)
 
 

@@ -160,6 +160,28 @@ def _reset_and_seed(endpoint: str):
 
 
 @pytest.fixture
+def recorded_calls(monkeypatch):
+    """Every call made through any AWS seam in this test, as (service.operation, mutating)."""
+    from dmp_deploy import aws as aws_module
+
+    calls = []
+    original = aws_module.Aws.call
+
+    def call(self, service, operation, **params):
+        calls.append((f"{service}.{operation}", aws_module.is_mutating(operation)))
+        return original(self, service, operation, **params)
+
+    monkeypatch.setattr(aws_module.Aws, "call", call)
+    return calls
+
+
+def point_cli_at(endpoint: str, state_dir: Path, region: str) -> None:
+    """Write the state file `--env local` reads in `state_dir`, naming this session's embedded AWS."""
+    (state_dir / "server.json").write_text(json.dumps(
+        {"pid": os.getpid(), "endpoint": endpoint, "port": int(endpoint.rsplit(":", 1)[1]), "region": region}))
+
+
+@pytest.fixture
 def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
     """A freshly seeded embedded AWS that `--env local` targets for this test."""
     from dmp_deploy.config import load_config
@@ -170,9 +192,7 @@ def local_aws(moto_server, tmp_path, monkeypatch) -> LocalAws:
     config = load_config("local")
     state_dir = tmp_path / "dmp-local"
     state_dir.mkdir()
-    (state_dir / "server.json").write_text(json.dumps(
-        {"pid": os.getpid(), "endpoint": moto_server, "port": int(moto_server.rsplit(":", 1)[1]),
-         "region": config.environment.region}))
+    point_cli_at(moto_server, state_dir, config.environment.region)
     monkeypatch.setenv("DMP_LOCAL_DIR", str(state_dir))
     return LocalAws(moto_server, config.environment.region, state_dir)
 

@@ -9,13 +9,12 @@ The embedded AWS accepts much that AWS refuses: this is what makes the differenc
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 import pytest
 
 import request_check
-from conftest import LocalAws, _reset_and_seed, cli
+from conftest import LocalAws, _reset_and_seed, cli, point_cli_at
 from dmp_deploy import session
 
 MACHINE_ARN = "arn:aws:states:eu-west-2:123456789012:stateMachine:dmp-local-add-users"
@@ -26,9 +25,7 @@ def captured(moto_server, tmp_path_factory):
     """{phase: [(service, operation, params), ...]} for a full apply, an add-users run and a run-task."""
     config = _reset_and_seed(moto_server)
     state_dir = tmp_path_factory.mktemp("dmp-local")
-    (state_dir / "server.json").write_text(json.dumps(
-        {"pid": os.getpid(), "endpoint": moto_server, "port": int(moto_server.rsplit(":", 1)[1]),
-         "region": config.environment.region}))
+    point_cli_at(moto_server, state_dir, config.environment.region)
     calls: dict[str, list] = {}
     lock = threading.Lock()
     phase = {"now": ""}

@@ -9,25 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dmp_deploy import aws as aws_module
 from dmp_deploy import config as config_module
 from dmp_deploy import render as render_module
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def recorded_calls(monkeypatch):
-    """Every call made through any AWS seam in this test, as (operation, mutating)."""
-    calls = []
-    original = aws_module.Aws.call
-
-    def call(self, service, operation, **params):
-        calls.append((f"{service}.{operation}", aws_module.is_mutating(operation)))
-        return original(self, service, operation, **params)
-
-    monkeypatch.setattr(aws_module.Aws, "call", call)
-    return calls
 
 
 @pytest.mark.subprocess

@@ -13,15 +13,13 @@ boto3 clients) and, if the kind gives its resources ids that others name, check 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 import pytest
 
-from conftest import LocalAws, _reset_and_seed, cli
+from conftest import LocalAws, _reset_and_seed, cli, point_cli_at
 
 ENV = "local"
 PREFIX = "dmp-local"
@@ -357,9 +355,7 @@ def converged(moto_server, tmp_path_factory):
     """One embedded AWS for the module, applied once; each row leaves it converged for the next."""
     config = _reset_and_seed(moto_server)
     state_dir = tmp_path_factory.mktemp("dmp-local")
-    (state_dir / "server.json").write_text(json.dumps(
-        {"pid": os.getpid(), "endpoint": moto_server, "port": int(moto_server.rsplit(":", 1)[1]),
-         "region": config.environment.region}))
+    point_cli_at(moto_server, state_dir, config.environment.region)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DMP_LOCAL_DIR", str(state_dir))
         aws = LocalAws(moto_server, config.environment.region, state_dir)

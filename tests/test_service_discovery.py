@@ -225,7 +225,6 @@ def test_out_of_band_changes_are_detected_field_by_field_and_one_apply_repairs_t
 
 
 def test_a_deleted_cloud_map_service_is_drift_that_one_apply_repairs_and_revert_restores(local_aws, run_cli, applied):
-    sd = local_aws.client("servicediscovery")
     release = applied.json["release"]
     old = _cloud_map_services(local_aws)["api"]
     _delete_out_of_band(local_aws, old["Id"])

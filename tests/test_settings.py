@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from dmp_deploy import aws as aws_module
 from dmp_deploy import config as config_module
 from dmp_deploy import unfilled, validation
 from dmp_deploy.config import load_config
@@ -19,22 +18,9 @@ PRODUCTION_PLACEHOLDERS = {
     "settings.clarification_question_email",
     "settings.router_dev_user_ips",
     "settings.router_admin_user_ips",
+    "settings.elasticsearch_host",  # the OpenSearch domain's VPC endpoint (not a name in the Cloud Map namespace)
 }
 STAGING_PLACEHOLDERS = PRODUCTION_PLACEHOLDERS | {"settings.router_user_ips"}  # staging is not open to everyone
-
-
-@pytest.fixture
-def recorded_calls(monkeypatch):
-    """Every call made through any AWS seam in this test, as (service.operation, mutating)."""
-    calls = []
-    original = aws_module.Aws.call
-
-    def call(self, service, operation, **params):
-        calls.append((f"{service}.{operation}", aws_module.is_mutating(operation)))
-        return original(self, service, operation, **params)
-
-    monkeypatch.setattr(aws_module.Aws, "call", call)
-    return calls
 
 
 @pytest.fixture

@@ -260,4 +260,4 @@ def test_a_fifo_or_device_is_refused_without_blocking(tmp_path):
     assert rendered(users_file.load(fifo, LIMIT)) == [
         "users.jsonl: is not a regular file (a pipe, device or socket): save the users to a file and give its path"]
     assert "not a regular file" in rendered(users_file.load(Path("/dev/null"), LIMIT))[0].replace("null", "x")
-    assert rendered(users_file.load(tmp_path, LIMIT)) == [f"users.jsonl: is a directory, not a users file"]
+    assert rendered(users_file.load(tmp_path, LIMIT)) == ["users.jsonl: is a directory, not a users file"]
