@@ -59,6 +59,7 @@ def account_counts(ctx) -> dict[str, int]:
     import boto3
 
     from dmp_deploy import names
+    from dmp_deploy.lookups import CERTIFICATE_KEY_TYPES
     from dmp_deploy.session import LOCAL_CREDENTIALS
 
     def client(service: str):
@@ -75,6 +76,12 @@ def account_counts(ctx) -> dict[str, int]:
                                      Filters=[{"Name": "vpc-id", "Values": [ctx.lookups["vpc_id"]]}]),
         "iam_roles_and_policies": len(details["RoleDetailList"]) + len(details["Policies"]),
         "iam_roles_under_path": count("iam", "list_roles", "Roles", PathPrefix=names.IAM_PATH),
+        "load_balancers": count("elbv2", "describe_load_balancers", "LoadBalancers"),
+        "target_groups": count("elbv2", "describe_target_groups", "TargetGroups"),
+        "private_dns_namespaces": count("servicediscovery", "list_namespaces", "Namespaces", Filters=[
+            {"Name": "TYPE", "Values": ["DNS_PRIVATE"], "Condition": "EQ"}]),
+        "certificates": count("acm", "list_certificates", "CertificateSummaryList",
+                              Includes={"keyTypes": list(CERTIFICATE_KEY_TYPES)}),
     }
 
 
@@ -88,9 +95,17 @@ def minimum_calls(state, account: dict[str, int]) -> dict[str, int]:
     log_groups = len(r.get("log_group", {}))
     mount_targets = len(r.get("efs_mount_target", {}))
     machines = len(r.get("state_machine", {}))
+    balancers, groups = len(r.get("load_balancer", {})), len(r.get("target_group", {}))
+    listeners, ruled = len(r.get("listener", {})), len(r.get("listener_rules", {}))
+    namespaces, discovery = len(r.get("cloud_map_namespace", {})), len(r.get("cloud_map_service", {}))
+    entry = state.config.public_entry
     minimum = {
         "account guard (GetCallerIdentity)": 1,
-        "lookups: VPC, subnets, load balancer group (one Describe each)": 3,
+        "lookups: VPC, subnets, and the public entry's subnets or the existing load balancer's group "
+        "(one Describe each)":
+            2 + int(entry.owned) + int(state.config.network.load_balancer_security_group is not None),
+        "ACM certificate by domain (ListCertificates of the account, 1000/page)":
+            max(1, math.ceil(account["certificates"] / 1000)) if entry.owned and entry.certificate_domain else 0,
         "security groups + rules (DescribeSecurityGroups of the VPC, 1000/page)":
             max(1, math.ceil(account["vpc_security_groups"] / 1000)),
         "log groups (DescribeLogGroups 50/page + ListTagsForResource each)": math.ceil(log_groups / 50) + log_groups,
@@ -112,6 +127,16 @@ def minimum_calls(state, account: dict[str, int]) -> dict[str, int]:
             5 * machines,
         "EventBridge rule (ListRules by prefix, ListTargetsByRule, ListTagsForResource)":
             3 * len(r.get("event_rule", {})),
+        "load balancers + target groups (DescribeLoadBalancers, DescribeTargetGroups of the account 400/page "
+        "each; DescribeTags 20 ARNs/call, listeners' too)":
+            (max(1, math.ceil(account["load_balancers"] / 400)) + max(1, math.ceil(account["target_groups"] / 400))
+             + math.ceil((balancers + groups + listeners) / 20)) if balancers or groups else 0,
+        "load balancer + target group attributes (Describe*Attributes one each)": balancers + groups,
+        "listeners + rules (DescribeListeners per load balancer, DescribeRules per listener)": balancers + ruled,
+        "Cloud Map namespace (ListNamespaces of the account's private DNS ones 100/page, ListTagsForResource "
+        "each of ours)": (max(1, math.ceil(account["private_dns_namespaces"] / 100)) + namespaces) if namespaces else 0,
+        "Cloud Map services (ListServices of our namespace 100/page, ListTagsForResource each)":
+            (math.ceil(discovery / 100) + discovery) if discovery else 0,
     }
     return minimum
 
@@ -130,6 +155,9 @@ def child(stack: str) -> dict:
             # No `calls`: each caller of the api is one ingress rule on the api's group, and AWS allows 60 per
             # group by default (200 services fail with RulesPerSecurityGroupLimitExceeded, in AWS and locally).
             apps.APPS[name] = apps.App(name, apps.HTTP_PORT, backing=("redis",), behind_load_balancer=True)
+        # They start with the frontends (apply rolls services out tier by tier, apps.START_ORDER).
+        apis, frontends, *rest = apps.START_ORDER
+        apps.START_ORDER = (apis, frontends + tuple(extra), *rest)
         config_module.CONFIG_DIR = config_dir
         render.TASK_DEFINITIONS_DIR = templates
     try:

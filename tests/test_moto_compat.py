@@ -921,3 +921,31 @@ def test_servicediscovery_creates_services_once(local_aws):
         sd.create_service(Name="api", NamespaceId=namespace, DnsConfig=dns, CreatorRequestId="req-2")
     listed = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace], "Condition": "EQ"}])
     assert [s["Id"] for s in listed["Services"]] == [first["Id"]]
+
+
+# --- Benchmarks: the pages a real account's lists come in ---------------------------------------------------
+
+
+def test_servicediscovery_lists_come_in_pages(local_aws):
+    sd = local_aws.client("servicediscovery")
+    namespace = _namespace(local_aws, "compat-pages.internal")
+    dns = {"RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]}
+    for i in range(101):
+        sd.create_service(Name=f"app-{i:03d}", NamespaceId=namespace, DnsConfig=dns)
+    ours = [{"Name": "NAMESPACE_ID", "Values": [namespace], "Condition": "EQ"}]
+    first = sd.list_services(Filters=ours)
+    assert len(first["Services"]) == 100 and first["NextToken"]  # 100 a page when MaxResults is not given
+    rest = sd.list_services(Filters=ours, NextToken=first["NextToken"])
+    assert [s["Name"] for s in rest["Services"]] == ["app-100"] and "NextToken" not in rest
+    pages = list(sd.get_paginator("list_services").paginate(Filters=ours, PaginationConfig={"PageSize": 40}))
+    assert [len(p["Services"]) for p in pages] == [40, 40, 21]
+    with pytest.raises(sd.exceptions.ClientError, match="ValidationException"):
+        sd.list_services(Filters=ours, MaxResults=101)
+
+    _namespace(local_aws, "compat-pages-2.internal")
+    private = [{"Name": "TYPE", "Values": ["DNS_PRIVATE"], "Condition": "EQ"}]
+    one = sd.list_namespaces(Filters=private, MaxResults=1)
+    assert len(one["Namespaces"]) == 1 and one["NextToken"]
+    names = [n["Name"] for p in sd.get_paginator("list_namespaces").paginate(
+        Filters=private, PaginationConfig={"PageSize": 1}) for n in p["Namespaces"]]
+    assert {"compat-pages.internal", "compat-pages-2.internal"} <= set(names) and len(names) == len(set(names))

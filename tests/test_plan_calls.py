@@ -2,6 +2,7 @@
 resource where the API takes many, never repeated by a second kind. A regression to N+1 fails here, in CI; the
 times and the stated minimum are measured by benchmarks/run.py (docs/benchmarks.md)."""
 
+import json
 import math
 
 import pytest
@@ -45,16 +46,23 @@ def test_a_noop_plan_reads_each_thing_once_and_in_batches(applied):
     assert calls["ec2.describe_subnets"] == 2  # the private subnets, and the public entry's
     assert calls["ec2.describe_vpcs"] == 1
     assert calls["ec2.describe_security_groups"] == 1  # the VPC's (the public entry's group is ours)
-    # Load balancers: one listing each of load balancers and target groups, tags 20 ARNs a call (load balancers,
-    # target groups, listeners); attributes, listeners and rules have no batch read: one per owner.
+    # Load balancers: one listing each of load balancers and target groups; the tags of all three types together,
+    # 20 ARNs a call (the twelve here in one); attributes, listeners and rules have no batch read: one per owner.
     balancers, groups, listeners = (len(desired[k]) for k in ("load_balancer", "target_group", "listener"))
     assert (balancers, groups, listeners) == (2, 7, 3)
     assert calls["elbv2.describe_load_balancers"] == calls["elbv2.describe_target_groups"] == 1
-    assert calls["elbv2.describe_tags"] == 3
+    assert calls["elbv2.describe_tags"] == math.ceil((balancers + groups + listeners) / 20) == 1
     assert calls["elbv2.describe_load_balancer_attributes"] == calls["elbv2.describe_listeners"] == balancers
     assert calls["elbv2.describe_target_group_attributes"] == groups
     assert calls["elbv2.describe_rules"] == listeners
     assert calls["acm.list_certificates"] == 1  # the certificate named by domain
+    # Cloud Map: one listing of namespaces and one of the services in ours; tags one call each (Cloud Map has no
+    # batch tag read).
+    namespaces, discovery = len(desired["cloud_map_namespace"]), len(desired["cloud_map_service"])
+    assert (namespaces, discovery) == (1, 10)
+    assert calls["servicediscovery.list_namespaces"] == calls["servicediscovery.list_services"] == 1
+    assert calls["servicediscovery.list_tags_for_resource"] == namespaces + discovery
+    assert not [op for op in calls if op.startswith("servicediscovery.get_")]
     # IAM: roles and customer-managed policies from one GetAccountAuthorizationDetails; ListRoles only for
     # MaxSessionDuration, which those details leave out.
     assert calls["iam.get_account_authorization_details"] == 1
@@ -106,3 +114,16 @@ def test_a_service_running_an_older_revision_costs_no_more_description(applied):
     assert {(c.kind, c.name) for c in rec.plan.changes} >= {("task_definition", family), ("service", family)}
     assert calls["ecs.list_task_definitions"] == 1
     assert calls["ecs.describe_services"] == 1
+
+
+def test_a_noop_plan_runs_no_preflight(applied, run_cli):
+    """`plan` runs apply's preflight only when there are changes, and preflight checks only what the changes
+    refer to: a no-op plan neither describes the HTTPS listener's certificate (the lookup's ListCertificates is
+    all ACM costs) nor any image, secret or role."""
+    result = run_cli("plan", "--env", "local", "--json")
+    assert result.code == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    calls = json.loads(result.stdout)["calls"]["by_operation"]
+    assert calls["acm.list_certificates"] == 1
+    preflight = {"acm.describe_certificate", "ecr.describe_images", "secretsmanager.describe_secret",
+                 "ssm.describe_parameters", "iam.get_role"}
+    assert not preflight & set(calls)

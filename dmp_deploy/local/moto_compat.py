@@ -1200,3 +1200,37 @@ def servicediscovery_creates_services_once() -> None:
         return create_service(self, name, namespace_id, creator_request_id, *args, **kwargs)
 
     ServiceDiscoveryBackend.create_service = patched_create_service
+
+
+# --- Benchmarks: the pages a real account's lists come in (benchmarks/run.py counts them) -------------------
+
+
+@gap
+def servicediscovery_lists_come_in_pages() -> None:
+    """AWS: ListServices and ListNamespaces return at most `MaxResults` entries (100 when not given, at most
+    100) with a `NextToken` for the rest; a larger MaxResults is a ValidationException. moto 5.2.5 returns every
+    entry in one answer, so counting calls locally would hide the second ListServices page the 200-service
+    benchmark needs in AWS. Wraps the filtering lists above (`servicediscovery_filters_lists`)."""
+    import json as _json
+
+    from moto.core.exceptions import JsonRESTError
+    from moto.servicediscovery.responses import ServiceDiscoveryResponse
+
+    def paged(listing: Callable, key: str) -> Callable:
+        def page(self):
+            answer = listing(self)
+            status, headers, body = answer if isinstance(answer, tuple) else (200, {}, answer)
+            params = _json.loads(self.body or "{}")
+            size = int(params.get("MaxResults") or 100)
+            if not 1 <= size <= 100:
+                raise JsonRESTError("ValidationException", "MaxResults must be between 1 and 100.")
+            start = int(params.get("NextToken") or 0)
+            entries = _json.loads(body)[key]
+            result: dict = {key: entries[start:start + size]}
+            if start + size < len(entries):
+                result["NextToken"] = str(start + size)
+            return status, headers, _json.dumps(result)
+        return page
+
+    ServiceDiscoveryResponse.list_services = paged(ServiceDiscoveryResponse.list_services, "Services")
+    ServiceDiscoveryResponse.list_namespaces = paged(ServiceDiscoveryResponse.list_namespaces, "Namespaces")

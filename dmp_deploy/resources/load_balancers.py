@@ -31,9 +31,10 @@ reaches). Rules are one resource per listener, like security_group_rules per gro
 converged at once, order-safely (the rules to remove first, freeing their priorities; then every priority move
 in one SetRulePriorities, which AWS checks against the new order; then the new rules).
 
-Reads: DescribeLoadBalancers and DescribeTargetGroups of the account (one paginated pass each, ours picked by
-name prefix, then tags: DescribeTags, 20 ARNs a call), their attributes one call each, DescribeListeners per
-load balancer and DescribeRules per listener. A load balancer or target group with a declared name but not our
+Reads: DescribeLoadBalancers and DescribeTargetGroups of the account (one paginated pass each, concurrently;
+candidates picked by name prefix), DescribeListeners per candidate load balancer, then the tags of all of them in
+one pass (DescribeTags, 20 ARNs of any of the three types a call) to pick ours; that read (`_family`) is shared
+by the four kinds. Then their attributes one call each, and DescribeRules per listener. A load balancer or target group with a declared name but not our
 tags is adopted (tagged), not duplicated: ELB names are unique in an account's region.
 
 Replacing: a load balancer's scheme and type cannot change; the old one is deleted (its listeners and rules with
@@ -298,39 +299,63 @@ def _tags_of(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
     return {d["ResourceArn"]: canonical.tags_from_list(d.get("Tags")) for answer in answers for d in answer}
 
 
-def _ours(ctx: Context, kind: str, operation: str, key: str, name_key: str, arn_key: str) -> dict[str, tuple]:
+def _family(ctx: Context) -> dict:
+    """The one read of the family, shared by the four kinds: the region's load balancers and target groups (one
+    paginated pass each, concurrently), those with a declared name or our name prefix kept; the listeners of those
+    load balancers; then the tags of all of them together, 20 ARNs a DescribeTags call (it takes any mix of load
+    balancers, target groups and listeners), so the full stack's twelve cost one call, not one per kind.
+    Returns {"load_balancers": [...], "target_groups": [...], "listeners": {load balancer ARN: [...]},
+    "tags": {ARN: tags}}."""
+    def read() -> dict:
+        prefix = f"{ctx.config.prefix}-"
+
+        def candidates(kind: str, operation: str, key: str, name_key: str) -> list[dict]:
+            declared_names = set(ctx.desired.resources.get(kind, {}))
+            return [e for e in ctx.aws.pages("elbv2", operation, key, PageSize=PAGE)
+                    if e[name_key] in declared_names or e[name_key].startswith(prefix)]
+
+        lbs, tgs = ctx.map(lambda args: candidates(*args), [
+            (LB_KIND, "describe_load_balancers", "LoadBalancers", "LoadBalancerName"),
+            (TG_KIND, "describe_target_groups", "TargetGroups", "TargetGroupName")])
+        listeners = ctx.map(lambda lb: ctx.aws.pages("elbv2", "describe_listeners", "Listeners",
+                                                     LoadBalancerArn=lb["LoadBalancerArn"]), lbs)
+        arns = ([lb["LoadBalancerArn"] for lb in lbs] + [tg["TargetGroupArn"] for tg in tgs]
+                + [listener["ListenerArn"] for found in listeners for listener in found])
+        return {"load_balancers": lbs, "target_groups": tgs,
+                "listeners": {lb["LoadBalancerArn"]: found for lb, found in zip(lbs, listeners)},
+                "tags": _tags_of(ctx, arns) if arns else {}}
+    return ctx.memo("elbv2: load balancers, target groups, listeners", read)
+
+
+def _ours(ctx: Context, kind: str, entries: list[dict], name_key: str, arn_key: str) -> dict[str, tuple]:
     """{name: (entry, tags)} of the load balancers or target groups that are ours: a declared name, or our
-    name prefix and tags. One paginated pass of the region's, then their tags."""
+    name prefix (`_family` kept only those) and our tags."""
     declared_names = set(ctx.desired.resources.get(kind, {}))
-    prefix = f"{ctx.config.prefix}-"
-    entries = [e for e in ctx.aws.pages("elbv2", operation, key, PageSize=PAGE)
-               if e[name_key] in declared_names or e[name_key].startswith(prefix)]
-    tags = _tags_of(ctx, [e[arn_key] for e in entries]) if entries else {}
+    tags = _family(ctx)["tags"]
     return {e[name_key]: (e, tags.get(e[arn_key], {})) for e in entries
             if e[name_key] in declared_names or _owned(ctx.config, tags.get(e[arn_key], {}))}
 
 
 def read_load_balancers(ctx: Context) -> dict[str, tuple]:
-    return ctx.memo("elbv2: load balancers", lambda: _ours(
-        ctx, LB_KIND, "describe_load_balancers", "LoadBalancers", "LoadBalancerName", "LoadBalancerArn"))
+    return _ours(ctx, LB_KIND, _family(ctx)["load_balancers"], "LoadBalancerName", "LoadBalancerArn")
 
 
 def read_target_groups(ctx: Context) -> dict[str, tuple]:
-    return ctx.memo("elbv2: target groups", lambda: _ours(
-        ctx, TG_KIND, "describe_target_groups", "TargetGroups", "TargetGroupName", "TargetGroupArn"))
+    return _ours(ctx, TG_KIND, _family(ctx)["target_groups"], "TargetGroupName", "TargetGroupArn")
 
 
 def read_listeners(ctx: Context) -> dict[str, dict]:
     """{listener name: DescribeListeners entry} for every listener of our load balancers that are not about to
-    be replaced (a replaced load balancer's listeners go with it)."""
-    def read() -> dict[str, dict]:
-        lbs = [(name, ctx.registry.find(LB_KIND, name, "arn")) for name in sorted(read_load_balancers(ctx))]
-        lbs = [(name, arn) for name, arn in lbs if arn]
-        answers = ctx.map(lambda item: ctx.aws.pages("elbv2", "describe_listeners", "Listeners",
-                                                     LoadBalancerArn=item[1]), lbs)
-        return {names.listener(name, listener["Port"]): listener
-                for (name, _), listeners in zip(lbs, answers) for listener in listeners}
-    return ctx.memo("elbv2: listeners", read)
+    be replaced (a replaced load balancer's listeners go with it): those with an `arn` in the registry."""
+    listeners = _family(ctx)["listeners"]
+    lbs = [(name, ctx.registry.find(LB_KIND, name, "arn")) for name in sorted(read_load_balancers(ctx))]
+    return {names.listener(name, listener["Port"]): listener
+            for name, arn in lbs if arn for listener in listeners.get(arn, [])}
+
+
+def listener_tags(ctx: Context) -> dict[str, dict[str, str]]:
+    """{listener ARN: tags}, from the family's one tag read."""
+    return _family(ctx)["tags"]
 
 
 def tg_arn_resolver(ctx: Context):
@@ -530,7 +555,7 @@ class Listeners(ResourceKind):
 
     def read(self, ctx: Context) -> dict[str, Live]:
         listeners = read_listeners(ctx)
-        tags = _tags_of(ctx, [listener["ListenerArn"] for listener in listeners.values()]) if listeners else {}
+        tags = listener_tags(ctx)
         tg_names = ctx.registry.names_by(TG_KIND, "arn")
         certificate = ctx.lookups.get("certificate_arn")
         by_domain = bool(ctx.config.public_entry.certificate_domain)
