@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dmp_deploy import names
+from dmp_deploy import names, placeholders
 from dmp_deploy.apps import APPS, HTTP_PORT
 from dmp_deploy.config import load_config
 from dmp_deploy.errors import ConfigError
@@ -41,7 +41,8 @@ def test_staging_renders_a_namespace_a_registry_for_every_app_and_derived_intern
     router = env("router")
     assert (router["DM_API_URL"], router["DM_SEARCH_API_URL"], router["DM_ANTIVIRUS_API_URL"]) == (api, search,
                                                                                                      antivirus)
-    assert router["DM_FRONTEND_URL"] == state.config.settings["frontend_url"]  # not this tool's to derive here
+    # Not a Cloud Map name: the www path router's DNS name (resources/load_balancers.py), known once it exists.
+    assert router["DM_FRONTEND_URL"] == f"http://{placeholders.load_balancer_dns('dmp-staging-www')}"
     assert env("api", "wsgi")["DM_SEARCH_API_URL"] == search
     assert env("buyer-frontend", "wsgi")["DM_SEARCH_API_URL"] == search
     for frontend in ("buyer-frontend", "supplier-frontend", "admin-frontend", "user-frontend"):
