@@ -228,7 +228,36 @@ def inventory(local_aws) -> dict:
         for arn in ecs.list_task_definitions(status=status)["taskDefinitionArns"]:
             revisions[arn.rsplit("/", 1)[1].rsplit(":", 1)[0]] += 1
     inv["ecs.task_definition_revisions"] = dict(sorted(revisions.items()))
+
+    # Load balancers and Cloud Map: counted, so that a second rule or registry left by a lost answer shows.
+    elb = c("elbv2")
+    balancers = elb.describe_load_balancers()["LoadBalancers"]
+    inv["elbv2.load_balancers"] = sorted(b["LoadBalancerName"] for b in balancers)
+    inv["elbv2.target_groups"] = sorted(g["TargetGroupName"] for g in elb.describe_target_groups()["TargetGroups"])
+    listeners = [(b["LoadBalancerName"], listener) for b in balancers
+                 for listener in elb.describe_listeners(LoadBalancerArn=b["LoadBalancerArn"])["Listeners"]]
+    inv["elbv2.listeners"] = sorted(Counter((name, l["Port"], l["Protocol"]) for name, l in listeners).items())
+    inv["elbv2.rules"] = sorted(Counter(
+        (name, l["Port"], r["Priority"], json.dumps(r["Conditions"], sort_keys=True))
+        for name, l in listeners for r in elb.describe_rules(ListenerArn=l["ListenerArn"])["Rules"]).items())
+    sd = c("servicediscovery")
+    namespaces = {n["Id"]: n["Name"] for n in sd.list_namespaces()["Namespaces"]}
+    inv["servicediscovery.namespaces"] = sorted(Counter(namespaces.values()).items())
+    inv["servicediscovery.services"] = sorted(Counter(
+        (name, svc["Name"]) for namespace, name in namespaces.items()
+        for svc in _cloud_map_services(sd, namespace)).items())
     return inv
+
+
+def _cloud_map_services(sd, namespace_id: str) -> list[dict]:
+    services, token = [], None
+    while True:
+        page = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace_id], "Condition": "EQ"}],
+                                **({"NextToken": token} if token else {}))
+        services += page["Services"]
+        token = page.get("NextToken")
+        if not token:
+            return services
 
 
 def _unless_missing(read: Callable[[], object]) -> object:
