@@ -44,6 +44,25 @@ if $needs_dev; then install dev requirements-dev.txt; else install runtime requi
 
 if [ "${1:-}" = "test" ]; then
   shift
-  exec .venv/bin/python -m pytest "$@"
+  if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
+  # The whole suite, as two pytest processes at once: the crash sweep and everything else. Each runs its own
+  # embedded AWS in-process, so each keeps about one core busy (one Python process, one GIL): on two cores the
+  # two halves together take as long as the longer one. The sweep's output is shown once it has finished.
+  crash_log=$(mktemp)
+  .venv/bin/python -m pytest -m crash >"$crash_log" 2>&1 &
+  crash=$!
+  rest_rc=0
+  .venv/bin/python -m pytest -m "not crash" || rest_rc=$?
+  crash_rc=0
+  wait "$crash" || crash_rc=$?
+  echo
+  echo "dev.sh: the crash sweep (pytest -m crash), run beside the rest:"
+  cat "$crash_log"
+  rm -f "$crash_log"
+  if [ "$rest_rc" -ne 0 ] || [ "$crash_rc" -ne 0 ]; then
+    echo "dev.sh: tests failed (pytest -m 'not crash' exited $rest_rc, pytest -m crash exited $crash_rc)" >&2
+    exit 1
+  fi
+  exit 0
 fi
 exec .venv/bin/python run.py "$@"
