@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import jinja2
-import jinja2.bccache
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,41 +47,6 @@ def _post(url: str, body: dict | None = None) -> None:
 
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
-
-class _CompiledTemplates(jinja2.BytecodeCache):
-    """Every Jinja template compiled once per test session, not once per command: each in-process CLI run builds
-    new Jinja environments (dmp_deploy.render.environment), and compiling the task definition and ASL templates
-    was a third of a `plan`'s own CPU time. Keyed by Jinja on the template's name and file, and checked against
-    a checksum of its source: an edited template is compiled again."""
-
-    def __init__(self) -> None:
-        self._code: dict[str, tuple[str, object]] = {}
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        checksum, code = self._code.get(bucket.key, (None, None))
-        if checksum == bucket.checksum:
-            bucket.code = code
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        self._code[bucket.key] = (bucket.checksum, bucket.code)
-
-
-def _compile_templates_once() -> None:
-    from dmp_deploy import render
-
-    environment, cache = render.environment, _CompiledTemplates()
-
-    def cached(directory: Path) -> jinja2.Environment:
-        env = environment(directory)
-        env.bytecode_cache = cache
-        return env
-
-    cached.__doc__ = environment.__doc__
-    render.environment = cached
-
-
-_compile_templates_once()
 
 
 SEEDED = "seeded"  # the snapshot every test's embedded AWS starts from

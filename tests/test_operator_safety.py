@@ -26,6 +26,7 @@ from dmp_deploy import lock as deploy_lock
 from dmp_deploy.aws import Aws
 from dmp_deploy.commands import failures
 from dmp_deploy.config import load_config
+from dmp_deploy.local.seed import seed_certificate
 from dmp_deploy.state_store import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,15 @@ def qa(local_aws, tmp_path, monkeypatch):
         shutil.copy(path, directory)
     text = (directory / "local.toml").read_text()
     text = text.replace('name = "local"', 'name = "qa"', 1).replace("embedded_aws = true", "embedded_aws = false")
+    # A real environment may keep no placeholder (dmp_deploy/unfilled.py): fill local's reserved .invalid names,
+    # and give the embedded ACM an ISSUED certificate for the filled-in domain, as the operator's account has.
+    text = text.replace(".invalid", ".example.net")
+    # ...and room for clamd, which validate requires outside the embedded AWS.
+    antivirus = "[apps.antivirus-api]\nimage_tag = \"local\"\ndesired_count = 1\ncpu = 256\nmemory = 512\n"
+    assert antivirus in text
+    text = text.replace(antivirus, antivirus.replace("cpu = 256\nmemory = 512", "cpu = 1024\nmemory = 4096"))
     (directory / "qa.toml").write_text(text)
+    seed_certificate(local_aws.endpoint, local_aws.region, load_config("qa", directory).public_entry.certificate_domain)
     monkeypatch.setattr(config_module, "CONFIG_DIR", directory)
     monkeypatch.setenv("AWS_ENDPOINT_URL", local_aws.endpoint)
 
