@@ -10,6 +10,7 @@ from dmp_deploy import config as config_module
 from dmp_deploy import unfilled, validation
 from dmp_deploy.config import load_config
 from filled_config import FILLINGS, filled_config_dir
+from test_task_definitions import containers, env_of, secrets_of
 
 # What the shipped files leave to the operator (the dotted keys `validate` must list).
 PRODUCTION_PLACEHOLDERS = {
@@ -35,18 +36,6 @@ def filled(tmp_path, monkeypatch):
         path.write_text(text.replace(old, new))
 
     return edit
-
-
-def containers(document: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in document["containerDefinitions"]}
-
-
-def env_of(container: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("environment", [])}
-
-
-def secrets_of(container: dict) -> dict[str, str]:
-    return {s["name"]: s["valueFrom"] for s in container.get("secrets", [])}
 
 
 # --- what placeholders are ---------------------------------------------------------------------------------
