@@ -274,6 +274,32 @@ class AddUsers:
         return problems
 
 
+# The programs a runnable image's containers may start locally: what its entry point or command names first.
+RUNNABLE_PROGRAMS = ("aws", "python", "sh")
+
+
+@dataclass(frozen=True)
+class LocalRunner:
+    """Only with embedded_aws: which containers the embedded ECS runs as local processes
+    (dmp_deploy/local/task_runner.py). `runnable_images` maps an image repository (the image without its tag)
+    to the programs of that image the local machine provides (from the tool's .venv first, then the system):
+    a container runs when its image is listed and its entry point (or command) starts with one of them."""
+
+    runnable_images: dict[str, list[str]] = field(default_factory=dict)
+
+    def check(self):
+        problems = []
+        for image, programs in self.runnable_images.items():
+            if ":" in image.rsplit("/", 1)[-1] or "@" in image:
+                problems.append((f"runnable_images.{image}", "name the image repository without a tag or digest, "
+                                                             "e.g. \"public.ecr.aws/aws-cli/aws-cli\""))
+            unknown = [p for p in programs if p not in RUNNABLE_PROGRAMS]
+            if unknown or not programs:
+                problems.append((f"runnable_images.{image}", f"must list programs from {', '.join(RUNNABLE_PROGRAMS)} "
+                                                             f"(got {', '.join(programs) or 'none'})"))
+        return problems
+
+
 @dataclass(frozen=True)
 class Config:
     environment: Environment
@@ -291,6 +317,8 @@ class Config:
     # A customer-managed KMS key encrypting the secrets: the execution role may then kms:Decrypt through
     # Secrets Manager and SSM only. None: the secrets use the AWS-managed keys, which need no grant.
     secrets_kms_key_arn: str | None = None
+    # Only for the embedded AWS: the containers its ECS runs as local processes (None: none runs).
+    local_runner: LocalRunner | None = None
 
     def check(self):
         problems = []
@@ -327,6 +355,9 @@ class Config:
                 problems.append(("network.load_balancer_security_group",
                                  "missing: with [public_entry] existing_target_group_arn, name the security group "
                                  "of that load balancer (the router admits port 80 from it)"))
+        if self.local_runner is not None and self.environment and not self.environment.embedded_aws:
+            problems.append(("local_runner", "only for the embedded AWS (environment.embedded_aws = true): real ECS "
+                                             "runs the containers' images; remove the table"))
         if self.secrets_kms_key_arn and not re.match(r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/.+$", self.secrets_kms_key_arn):
             problems.append(("secrets_kms_key_arn", "must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"))
         return problems

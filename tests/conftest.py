@@ -58,15 +58,46 @@ def moto_server():
     os.environ["MOTO_PORT"] = str(port)  # the state-machine interpreter calls back on this port
     from dmp_deploy.local import moto_compat, snapshots
 
+    from dmp_deploy.local import task_runner
+
     moto_compat.apply()
     server = snapshots.server("127.0.0.1", port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    _reset_and_seed(endpoint)
+    config = _reset_and_seed(endpoint)
     snapshots.save(SEEDED)
+    runner = _start_task_runner(endpoint, config)
     yield endpoint
+    task_runner.stop_all()
+    _DATA_API.pop().stop()
+    shutil.rmtree(runner, ignore_errors=True)
     snapshots.drop()
     server.stop()
+
+
+_DATA_API: list = []  # the session's local Data API (dmp_deploy/local/data_api.py), as `local up` starts one
+
+
+def _start_task_runner(endpoint: str, config) -> Path:
+    """The local Data API and the local task runner, as the embedded AWS's server starts them: the workflow's
+    tasks run their real commands in every test (unless a test scripts a family's outcome). The runner's directory
+    is below /tmp, which the tasks' POSIX users may enter (pytest's own directories are root's alone)."""
+    import tempfile
+
+    from dmp_deploy.local import task_runner
+    from dmp_deploy.local.data_api import DataApi, embedded_secret
+
+    data_api = DataApi(embedded_secret(endpoint, config.environment.region, config.secrets["data_api_auth_token"]))
+    data_api.start()
+    _DATA_API.append(data_api)
+    directory = Path(tempfile.mkdtemp(prefix="dmp-runner-"))
+    task_runner.configure_for(config, directory, endpoint, data_api.url)
+    return directory
+
+
+def data_api():
+    """The session's local Data API: `.users` holds what the workflow added (emptied before each test)."""
+    return _DATA_API[0]
 
 
 @dataclass
@@ -109,6 +140,16 @@ def _start_test(endpoint: str) -> None:
     moto_compat.clear_task_outcomes()
     moto_compat.clear_rollout_failures()
     enable_state_machine_execution(endpoint)
+    from dmp_deploy.local import task_runner
+
+    task_runner.stop_all()
+    runner = task_runner.settings()
+    if runner is not None:  # no access point directory, and no user, survives from an earlier test
+        for directory in (runner.efs_root, runner.tasks_root):
+            for entry in directory.iterdir():
+                shutil.rmtree(entry, ignore_errors=True)
+    if _DATA_API:
+        _DATA_API[0].users.clear()
 
 
 def _reset_and_seed(endpoint: str):

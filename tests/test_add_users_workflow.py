@@ -1,7 +1,8 @@
 """The add-users workflow end to end on the embedded AWS: `apply --env local` deploys the bucket, EFS, the three task
 definitions, the roles, the state machine with its `live` alias and the trigger; `add-users` uploads a file, the
-upload's event starts the workflow, the ECS tasks run as the emulator simulates them (exit codes scripted through
-moto_compat.script_task_outcome), and the S3 object is gone at the end, on every path.
+upload's event starts the workflow, the ECS tasks run their real commands as local processes
+(dmp_deploy/local/task_runner.py) or, where a test scripts a family's exit code (moto_compat.script_task_outcome),
+as the emulator simulates them, and the S3 object is gone at the end, on every path.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ PASSWORDS = ("Correct-Horse-Battery-1", "Tr0ub4dor&3-staple", "it's-a-S3cret\"pa
 WORKFLOW_FAMILIES = ("dmp-local-add-users-copier", "dmp-local-add-users", "dmp-local-add-users-cleaner")
 
 
-def users_file(tmp_path, name="users.jsonl", passwords=PASSWORDS[:2]):
+def users_file(tmp_path, name="users.jsonl", passwords=PASSWORDS[:2], first=0):
     path = tmp_path / name
     lines = [{"emailAddress": f"user{i}@example.com", "name": f"User {i}", "password": p, "role": "buyer"}
-             for i, p in enumerate(passwords)]
+             for i, p in enumerate(passwords, start=first)]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return str(path)
 
@@ -190,7 +191,9 @@ def test_two_uploads_at_once_run_two_independent_executions(deployed, local_aws,
     import subprocess
     import sys
 
-    files = [users_file(tmp_path, "first.jsonl", PASSWORDS[:1]), users_file(tmp_path, "second.jsonl", PASSWORDS[1:])]
+    # Other users in each file: the local Data API refuses an address it already has, as the api does.
+    files = [users_file(tmp_path, "first.jsonl", PASSWORDS[:1]),
+             users_file(tmp_path, "second.jsonl", PASSWORDS[1:], first=1)]
     runs = [subprocess.Popen([sys.executable, "run.py", "add-users", "--env", "local", f], cwd=ROOT_DIR,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
     outputs = [run.communicate(timeout=240) for run in runs]

@@ -1234,3 +1234,73 @@ def servicediscovery_lists_come_in_pages() -> None:
 
     ServiceDiscoveryResponse.list_services = paged(ServiceDiscoveryResponse.list_services, "Services")
     ServiceDiscoveryResponse.list_namespaces = paged(ServiceDiscoveryResponse.list_namespaces, "Namespaces")
+
+
+# --- The local task runner: ECS runs the containers' commands (issue 11 item 2) ------------------------------
+
+
+def _scripted(family: str) -> bool:
+    """Whether a test (or $DMP_LOCAL_TASK_OUTCOMES) scripted the outcome of `family`'s tasks."""
+    return family in _TASK_OUTCOMES or family in json.loads(os.environ.get(TASK_OUTCOMES_ENV) or "{}")
+
+
+@gap
+def ecs_runs_the_containers_commands() -> None:
+    """AWS: RunTask starts the task's containers, each running its `entryPoint` + `command` with its environment,
+    secrets, volumes and task role; the task is RUNNING until an essential container exits, then STOPPED with
+    each container's real `exitCode`, and its output is in the awslogs stream. moto 5.2.5 runs nothing (and with
+    `ecs_tasks_run_and_stop_with_exit_codes` above, a task's life is wall-clock time and its exit codes scripted).
+    Here RunTask of a task whose containers are runnable (dmp_deploy/local/task_runner.py `runnable`: images
+    listed in config/local.toml's [local_runner]) and whose family has no scripted outcome runs them as local
+    processes; the task stays RUNNING (its lifecycle held) until they end, then walks to STOPPED and reports
+    their exit codes, or TaskFailedToStart with ECS's reason. StopTask stops the processes; moto's reset stops
+    them all. Other tasks keep the scripted emulation."""
+    from datetime import datetime
+
+    from moto.ecs.models import EC2ContainerServiceBackend, Task
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    from dmp_deploy.local import task_runner
+
+    run_task = EC2ContainerServiceBackend.run_task
+    stop_task = EC2ContainerServiceBackend.stop_task
+    advance = Task.advance
+    reset = MotoAPIBackend.reset
+
+    def running_run_task(self, *args, **kwargs):
+        tasks = run_task(self, *args, **kwargs)
+        for task in tasks:
+            definition = self.describe_task_definition(task.task_definition_arn)
+            if not _scripted(task.family) and task_runner.runnable(definition.container_definitions):
+                task_runner.start(task, definition)
+        return tasks
+
+    def held_advance(self) -> None:
+        run = task_runner.run_of(self.task_arn)
+        if run is not None and not run.done and self._status == "RUNNING":
+            self._time_progressed = datetime.now()  # RUNNING while the processes run; the steps count from their end
+            return
+        advance(self)
+        if run is not None and self._status == "STOPPED" and not getattr(self, "_dmp_ran", False):
+            self._dmp_ran = True
+            codes = run.exit_codes()
+            for container in self.containers:
+                container.exitCode = None if run.start_failure else codes.get(container.name)
+                if run.start_failure:
+                    container.reason = run.start_failure
+            if run.start_failure:
+                self.stop_code, self.stopped_reason = "TaskFailedToStart", run.start_failure
+
+    def stopping_stop_task(self, cluster_str: str, task_str: str, reason: str):
+        task = stop_task(self, cluster_str, task_str, reason)
+        task_runner.stop(task.task_arn, reason or "Task stopped by user")
+        return task
+
+    def reset_stopping_processes(self) -> None:
+        task_runner.stop_all()
+        reset(self)
+
+    EC2ContainerServiceBackend.run_task = running_run_task
+    EC2ContainerServiceBackend.stop_task = stopping_stop_task
+    Task.advance = held_advance
+    MotoAPIBackend.reset = reset_stopping_processes

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from dmp_deploy.local import moto_compat, snapshots
     from dmp_deploy.config import load_config
     from dmp_deploy.local.data_api import DataApi, embedded_secret
+    from dmp_deploy.local import task_runner
     from dmp_deploy.local.seed import seed
 
     moto_compat.apply()
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     # The stand-in Data API the add-users program talks to locally, checking the embedded api token.
     data_api = DataApi(embedded_secret(endpoint, config.environment.region, config.secrets["data_api_auth_token"]))
     data_api.start()
+    # The tasks' commands run as local processes (dmp_deploy/local/task_runner.py), their files under the state dir.
+    task_runner.configure_for(config, Path(args.state_file).parent / "runner", endpoint, data_api.url)
 
     state_file = Path(args.state_file)
     tmp = state_file.with_suffix(".tmp")

@@ -1,0 +1,557 @@
+"""The embedded ECS's local task runner: RunTask of a runnable task runs its containers' commands as local processes.
+
+moto stores a task and runs nothing. For a task whose every container is runnable (`runnable()`: its image is in
+config/local.toml's `[local_runner] runnable_images` and its entry point, or command, starts with one of the
+programs listed for that image), `TaskRun` runs each container's `entryPoint` + `command` as a local process, as
+ECS would run it in the image:
+
+- **environment**: the container's `environment`, then the RunTask overrides' (overrides win), then its `secrets`,
+  resolved inside the embedded AWS's own process from moto's SSM Parameter Store and Secrets Manager backends
+  (never logged, never in the task's description). Nothing of the server's own environment is passed on.
+- **AWS**: `AWS_ENDPOINT_URL` is the embedded AWS, and the credentials are the task role's, from the embedded STS's
+  AssumeRole of the definition's `taskRoleArn` (session name: the task id), so every call the process makes is
+  signed by that role's temporary keys (and judged as the role, wherever the embedded AWS evaluates IAM).
+  Shared config and credentials files are off (`/dev/null`), so a developer's ~/.aws is never used.
+- **EFS volumes**: one local directory per access point, `<efs_root>/<file system id>/<access point root path>`,
+  created on first mount with the access point's `CreationInfo` (owner, group, mode), as EFS does. The container
+  path (`/mnt/add-users`) appears literally in the tasks' shell scripts, so every occurrence of a mount point's
+  `containerPath` as a whole path (followed by `/`, a quote, a space or the end) in the entry point, command,
+  environment values and working directory is rewritten to the local directory (`rewrite_paths`). When the server
+  runs as root (CI does) each container runs in a private mount namespace (`unshare`) as the access point's POSIX
+  uid/gid (`setpriv`, no supplementary groups), and a read-only mount point is a read-only bind mount of its
+  directory: a write fails with EROFS, whatever the file modes. As any other user, the process runs as that user
+  and read-only is not enforced (said in docs/architecture.md).
+- **Service URLs**: a value holding an internal URL of the environment (the api's Cloud Map name, which does not
+  resolve here) is rewritten to the local service standing in for it (the local Data API).
+- **Logs**: each line of stdout and stderr is a log event in the container's `awslogs` group, stream
+  `<awslogs-stream-prefix>/<container name>/<task id>`, as ECS names it, written to moto's CloudWatch Logs.
+- **Exit**: the task stays RUNNING while an essential container runs (moto_compat holds its lifecycle); when one
+  exits, the others are stopped (SIGTERM, then SIGKILL after `stopTimeout`), and the task stops with each
+  container's exit code (128 + signal for a killed one, as Docker reports it). StopTask stops the processes.
+  A task that cannot start (a missing log group, secret or executable, a refused mount) stops with
+  `TaskFailedToStart` and a reason in ECS's words, running nothing.
+
+Not emulated: images (programs come from the local machine), networking and security groups, CPU and memory
+limits, health checks, `dependsOn`, the execution role, and EFS's own IAM authorization (`authorize_mount` is the
+seam for it). Everything here runs inside the embedded AWS's process: moto_compat wires it
+(`ecs_runs_the_containers_commands`), server.py and the tests' conftest `configure()` it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+STOP_TIMEOUT_SECONDS = 30  # ECS's default stopTimeout: SIGTERM, then SIGKILL
+MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' limit for one event (its size counts 26 bytes of overhead)
+# Local directories are written into shell commands by rewrite_paths: only characters no shell treats specially.
+SAFE_PATH = re.compile(r"/[A-Za-z0-9/._-]*")
+
+
+class MountRefused(Exception):
+    """Raised by `authorize_mount` when a task may not mount an access point: the task fails to start."""
+
+
+def authorize_mount(task_role_arn: str | None, file_system_id: str, access_point_id: str | None,
+                    read_only: bool) -> None:
+    """Whether a task whose role is `task_role_arn` may mount `access_point_id` of `file_system_id` (read-only or
+    read-write), as EFS decides at mount time for a volume with `authorizationConfig.iam = ENABLED` (the file
+    system policy and the role's identity policy: elasticfilesystem:ClientMount, ClientWrite for read-write,
+    ClientRootAccess; condition elasticfilesystem:AccessPointArn).
+
+    This is where the embedded AWS's IAM enforcement plugs in: it replaces this function (or is called from it)
+    and raises `MountRefused(message)` naming the role and the action it lacks. Until then every mount is allowed:
+    the one stub of the local runner."""
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    runnable_images: dict[str, tuple[str, ...]]  # image repository -> programs the local machine provides
+    directory: Path  # efs/<file system id>/<access point root>: the access points; tasks/<task id>: HOME
+    endpoint: str  # the embedded AWS, as the processes reach it
+    service_urls: dict[str, str] = field(default_factory=dict)  # internal URL -> the local stand-in's URL
+    bin_dir: Path = Path(sys.executable).parent  # the tool's .venv/bin: aws, python
+
+    @property
+    def efs_root(self) -> Path:
+        return self.directory / "efs"
+
+    @property
+    def tasks_root(self) -> Path:
+        return self.directory / "tasks"
+
+    @property
+    def path(self) -> str:
+        return f"{self.bin_dir}:/usr/local/bin:/usr/bin:/bin"
+
+
+_settings: Settings | None = None
+_runs: dict[str, "TaskRun"] = {}  # task ARN -> its run (kept out of moto's models: snapshots deep-copy those)
+_runs_lock = threading.Lock()
+
+
+def configure(runnable_images: dict[str, Any], directory: Path, endpoint: str,
+              service_urls: dict[str, str] | None = None, bin_dir: Path | None = None) -> None:
+    """Switch the runner on in this process (the embedded AWS's): `runnable_images` from config/local.toml's
+    `[local_runner]`; `directory` holds the access points' local directories (`efs/`) and the tasks' HOMEs
+    (`tasks/`), created 0711 so that the access points' POSIX users reach their own directories below them;
+    `service_urls` maps an internal URL of the environment to the local stand-in's; `endpoint` is the embedded
+    AWS. Refuses a directory the tasks' users could not reach, or whose path a shell would misread."""
+    global _settings
+    directory = Path(directory).resolve()
+    if not SAFE_PATH.fullmatch(str(directory)):
+        raise ValueError(f"the local task runner's directory {directory} may only hold letters, digits, '/', '.', "
+                         f"'_' and '-': it is written into the tasks' shell commands. Set DMP_LOCAL_DIR to such "
+                         f"a directory.")
+    for sub in (directory, directory / "efs", directory / "tasks"):
+        sub.mkdir(parents=True, exist_ok=True)
+        sub.chmod(0o711)
+    if os.geteuid() == 0:  # the tasks run as their access points' users: every parent must let them through
+        closed = [p for p in directory.parents if not os.stat(p).st_mode & 0o001]
+        if closed:
+            raise ValueError(f"the local task runner's directory {directory} is below {closed[0]}, which other "
+                             f"users may not enter (mode {oct(os.stat(closed[0]).st_mode & 0o777)}): the tasks, "
+                             f"running as their EFS access points' users, could not reach their files. Set "
+                             f"DMP_LOCAL_DIR to a directory below /tmp, for instance.")
+    extra = {"bin_dir": Path(bin_dir)} if bin_dir else {}
+    _settings = Settings({image: tuple(programs) for image, programs in runnable_images.items()}, directory,
+                         endpoint, dict(service_urls or {}), **extra)
+
+
+def configure_for(config, directory: Path, endpoint: str, data_api_url: str) -> bool:
+    """`configure()` from an environment's configuration: its `[local_runner]` table (none: nothing runs), the
+    api's internal URL standing for the local Data API. Whether the runner is on."""
+    from dmp_deploy.names import internal_url
+
+    if config.local_runner is None:
+        return False
+    configure(config.local_runner.runnable_images, directory, endpoint,
+              {internal_url(config, "api"): data_api_url})
+    return True
+
+
+def settings() -> Settings | None:
+    return _settings
+
+
+def image_repository(image: str) -> str:
+    """The image without its tag or digest: `registry:5000/repo:tag` -> `registry:5000/repo`."""
+    image = image.split("@", 1)[0]
+    head, _, last = image.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def _argv(container: dict, override: dict | None = None) -> list[str]:
+    command = (override or {}).get("command") or container.get("command") or []
+    return [*(container.get("entryPoint") or []), *command]
+
+
+def runnable(container_definitions: list[dict]) -> bool:
+    """Every container's image is runnable and its first word is one of that image's local programs."""
+    if _settings is None or not container_definitions:
+        return False
+    for container in container_definitions:
+        programs = _settings.runnable_images.get(image_repository(container.get("image") or ""))
+        argv = _argv(container)
+        if not programs or not argv or argv[0] not in programs:
+            return False
+    return True
+
+
+def rewrite_paths(value: str, mounts: dict[str, str]) -> str:
+    """Each mount's container path, where it appears as a whole path (not `/mnt/add-users-x` for
+    `/mnt/add-users`), replaced with its local directory."""
+    for container_path, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
+        pattern = re.compile(r"(?<![\w.-])" + re.escape(container_path.rstrip("/")) + r"(?![\w.-])")
+        value = pattern.sub(lambda _: local, value)
+    return value
+
+
+def rewrite_urls(value: str, service_urls: dict[str, str]) -> str:
+    for internal, local in service_urls.items():
+        if value.startswith(internal):
+            return local + value[len(internal):]
+    return value
+
+
+def run_of(task_arn: str) -> "TaskRun | None":
+    return _runs.get(task_arn)
+
+
+def start(task, definition) -> "TaskRun":
+    """Run `task` (moto's model) of `definition` (moto's task definition): returns at once, the containers run in
+    the background; `run_of(task.task_arn)` follows them."""
+    run = TaskRun(task, definition, _settings)
+    with _runs_lock:
+        _runs[task.task_arn] = run
+    run.start()
+    return run
+
+
+def stop(task_arn: str, reason: str) -> None:
+    run = _runs.get(task_arn)
+    if run is not None:
+        run.stop(reason)
+
+
+def stop_all() -> None:
+    """On a reset of the embedded AWS: every process stopped, every run forgotten."""
+    with _runs_lock:
+        runs = list(_runs.values())
+        _runs.clear()
+    for run in runs:
+        run.stop("the embedded AWS was reset", wait=True)
+
+
+def _closed_ancestor(bin_dir: Path) -> tuple[Path | None, str | None]:
+    """The first directory on the way to the tool's real Python interpreter that other users may not enter, and
+    the name of the next step below it (e.g. /root and .pyenv); (None, None) when the way is open."""
+    interpreter = Path(os.path.realpath(bin_dir / "python"))
+    for directory in reversed(interpreter.parents):
+        if not os.stat(directory).st_mode & 0o001:
+            return directory, interpreter.relative_to(directory).parts[0]
+    return None, None
+
+
+# --- one task ------------------------------------------------------------------------------------------------
+
+
+class StartFailure(Exception):
+    """The task cannot start: its reason, in ECS's words, becomes the stopped task's stoppedReason."""
+
+
+@dataclass
+class _Container:
+    name: str
+    essential: bool
+    stop_timeout: int
+    log_group: str | None = None
+    log_stream: str | None = None
+    process: subprocess.Popen | None = None
+    exit_code: int | None = None
+    readers: list[threading.Thread] = field(default_factory=list)
+    logs: Any = None  # moto's CloudWatch Logs backend of the log group
+
+
+class TaskRun:
+    """The local processes of one task, started by `start()`; `done` once every container has ended."""
+
+    def __init__(self, task, definition, settings: Settings) -> None:
+        self.task_arn = task.task_arn
+        self.task_id = task.id
+        self.account_id = task._account_id
+        self.region = task.region_name
+        self.overrides = task.overrides or {}
+        self.definition = definition
+        self.settings = settings
+        self.containers: list[_Container] = []
+        self.start_failure: str | None = None
+        self.stop_reason: str | None = None
+        self.finished = threading.Event()
+        self.scratch: Path | None = None
+        self._log_lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        return self.finished.is_set()
+
+    def exit_codes(self) -> dict[str, int | None]:
+        return {c.name: c.exit_code for c in self.containers}
+
+    # -- starting
+
+    def start(self) -> None:
+        try:
+            launches = self._prepare()
+        except StartFailure as failure:
+            self.start_failure = str(failure)
+            self._finish()
+            return
+        except Exception as exc:  # a bug here must fail the task, not RunTask (the server log has the traceback)
+            log.exception("dmp-deploy local task runner: task %s could not start", self.task_id)
+            self.start_failure = f"ResourceInitializationError: the local task runner failed: {type(exc).__name__}"
+            self._finish()
+            return
+        for container, argv, env, cwd in launches:
+            try:
+                container.process = subprocess.Popen(
+                    argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True)
+            except OSError as exc:
+                self.start_failure = (f"CannotStartContainerError: container {container.name}: "
+                                      f"{exc.strerror or exc}")
+                self._terminate_all()
+                self._finish()
+                return
+        for container in self.containers:
+            for stream in (container.process.stdout, container.process.stderr):
+                reader = threading.Thread(target=self._forward, args=(container, stream), daemon=True,
+                                          name=f"task-{self.task_id}-{container.name}-log")
+                reader.start()
+                container.readers.append(reader)
+            threading.Thread(target=self._wait, args=(container,), daemon=True,
+                             name=f"task-{self.task_id}-{container.name}").start()
+
+    def _prepare(self) -> list[tuple[_Container, list[str], dict[str, str], str]]:
+        definitions = self.definition.container_definitions
+        overrides = {o.get("name"): o for o in self.overrides.get("containerOverrides") or []}
+        role_arn = getattr(self.definition, "task_role_arn", None)
+        volumes = {v["name"]: v for v in self.definition.volumes or []}
+        self.scratch = self.settings.tasks_root / self.task_id  # HOME and working directory
+        self.scratch.mkdir(mode=0o755, exist_ok=True)
+        credentials = self._task_role_credentials(role_arn) if role_arn else {}
+        launches = []
+        for definition in definitions:
+            name = definition["name"]
+            override = overrides.get(name) or {}
+            container = _Container(name, definition.get("essential", True),
+                                   int(definition.get("stopTimeout") or STOP_TIMEOUT_SECONDS))
+            self._open_log_stream(container, definition)
+            mounts, read_only, user = self._mounts(definition, volumes, role_arn)
+            if user is not None and os.geteuid() == 0:
+                os.chown(self.scratch, *user)
+            env = {"PATH": self.settings.path, "HOME": str(self.scratch), "LANG": "C.UTF-8",
+                   "AWS_ENDPOINT_URL": self.settings.endpoint, "AWS_REGION": self.region,
+                   "AWS_DEFAULT_REGION": self.region, "AWS_CONFIG_FILE": os.devnull,
+                   "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+                   "PYTHONDONTWRITEBYTECODE": "1", **credentials}
+            for pair in [*(definition.get("environment") or []), *(override.get("environment") or [])]:
+                env[pair["name"]] = self._local(pair["value"], mounts)
+            for secret in definition.get("secrets") or []:
+                env[secret["name"]] = self._secret(secret["valueFrom"], name)
+            argv = [self._local(word, mounts) for word in _argv(definition, override)]
+            executable = shutil.which(argv[0], path=env["PATH"]) if argv else None
+            if not executable:
+                raise StartFailure(f"CannotStartContainerError: container {name}: exec: \"{argv[0] if argv else ''}\":"
+                                   f" executable file not found in $PATH")
+            argv[0] = executable
+            working = definition.get("workingDirectory")
+            cwd = self._local(working, mounts) if working else None
+            cwd = cwd if cwd and cwd != working else str(self.scratch)  # the image's directories are not here
+            launches.append((container, self._confined(argv, read_only, user), env, cwd))
+            self.containers.append(container)
+        return launches
+
+    def _local(self, value: str, mounts: dict[str, str]) -> str:
+        return rewrite_urls(rewrite_paths(value, mounts), self.settings.service_urls)
+
+    def _confined(self, argv: list[str], read_only: list[str], user: tuple[int, int] | None) -> list[str]:
+        """As root: a private mount namespace (`unshare`) where the read-only mounts are read-only bind mounts of
+        their directories, then the POSIX user (`setpriv`). When the tool's Python lives below a directory other
+        users may not enter (a pyenv under /root, 0700), that directory is covered in the namespace only by a
+        tmpfs holding just the interpreter's tree, so the user can run it; nothing changes outside."""
+        if os.geteuid() != 0 or (not read_only and user is None):
+            return argv
+        closed, child = _closed_ancestor(self.settings.bin_dir) if user else (None, None)
+        hold = ""
+        if closed:
+            hold = str(self.scratch / ".interpreter")
+            os.mkdir(hold)
+        script = ('set -e; n=$1; shift; while [ "$n" -gt 0 ]; do mount --bind "$1" "$1"; '
+                  'mount -o remount,bind,ro "$1"; shift; n=$((n - 1)); done; '
+                  'closed=$1; child=$2; hold=$3; shift 3; if [ -n "$closed" ]; then '
+                  'mount --bind "$closed/$child" "$hold"; mount -t tmpfs -o mode=0755 tmpfs "$closed"; '
+                  'mkdir "$closed/$child"; mount --move "$hold" "$closed/$child"; fi; exec "$@"')
+        as_user = (["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--"]
+                   if user else [])
+        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+                str(len(read_only)), *read_only, str(closed or ""), str(child or ""), hold, *as_user, *argv]
+
+    def _task_role_credentials(self, role_arn: str) -> dict[str, str]:
+        """The task role's temporary keys, from the embedded STS's AssumeRole (as ECS gets them for the task)."""
+        from moto.utilities.utils import get_partition
+        from moto.sts.models import sts_backends
+
+        sts = sts_backends[self.account_id][get_partition(self.region)]
+        role = sts.assume_role(region_name=self.region, role_session_name=self.task_id, role_arn=role_arn,
+                               policy=None, duration=3600, external_id=None)
+        return {"AWS_ACCESS_KEY_ID": role.access_key_id, "AWS_SECRET_ACCESS_KEY": role.secret_access_key,
+                "AWS_SESSION_TOKEN": role.session_token}
+
+    def _secret(self, value_from: str, container: str) -> str:
+        """A `secrets` entry's value from moto's backends: an SSM parameter (name or ARN) or a Secrets Manager
+        secret (ARN, optionally `:json-key:version-stage:version-id`). The value is never logged."""
+        failure = StartFailure(f"ResourceInitializationError: unable to pull secrets or registry auth: container "
+                               f"{container}: unable to retrieve secret {value_from}: not found")
+        if ":secretsmanager:" in value_from:
+            import json
+
+            from moto.secretsmanager.models import secretsmanager_backends
+
+            parts = value_from.split(":")
+            arn, key, stage, version = ":".join(parts[:7]), *(parts[7:10] + [""] * 3)[:3]
+            try:
+                answer = secretsmanager_backends[self.account_id][self.region].get_secret_value(
+                    arn, version or None, stage or None)
+            except Exception:
+                raise failure from None
+            text = answer.get("SecretString") or ""
+            if not key:
+                return text
+            try:
+                return str(json.loads(text)[key])
+            except (ValueError, KeyError, TypeError):
+                raise failure from None
+        from moto.ssm.models import ssm_backends
+
+        name = value_from.split(":parameter", 1)[1] if value_from.startswith("arn:") else value_from
+        parameter = ssm_backends[self.account_id][self.region].get_parameter(name)
+        if parameter is None:
+            raise failure
+        return parameter.decrypt(parameter.value) or ""
+
+    def _open_log_stream(self, container: _Container, definition: dict) -> None:
+        logging = definition.get("logConfiguration") or {}
+        if logging.get("logDriver") != "awslogs":
+            return  # no awslogs: the output goes nowhere, as with ECS's "none"
+        from moto.logs.models import logs_backends
+
+        options = logging.get("options") or {}
+        group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
+        region = options.get("awslogs-region") or self.region
+        backend = logs_backends[self.account_id][region]
+        if group not in backend.groups:
+            raise StartFailure(f"ResourceInitializationError: failed to validate logger args: create stream has "
+                               f"been retried 1 times: failed to create Cloudwatch log stream: "
+                               f"ResourceNotFoundException: The specified log group does not exist: {group}")
+        stream = f"{prefix}/{container.name}/{self.task_id}" if prefix else self.task_id
+        backend.create_log_stream(group, stream)
+        container.log_group, container.log_stream = group, stream
+        container.logs = backend
+
+    def _mounts(self, definition: dict, volumes: dict, role_arn: str | None):
+        """{container path: local directory}, the read-only local directories, and the POSIX user to run as."""
+        from moto.efs.models import efs_backends
+
+        mounts, read_only, user = {}, [], None
+        for point in definition.get("mountPoints") or []:
+            volume = volumes.get(point.get("sourceVolume"))
+            efs = (volume or {}).get("efsVolumeConfiguration")
+            if not efs:
+                continue  # bind mounts and Docker volumes: not emulated
+            backend = efs_backends[self.account_id][self.region]
+            file_system_id = efs["fileSystemId"]
+            access_point_id = (efs.get("authorizationConfig") or {}).get("accessPointId")
+            if file_system_id not in backend.file_systems_by_id:
+                raise StartFailure(f"ResourceInitializationError: failed to invoke EFS utils commands to set up EFS "
+                                   f"volumes: file system {file_system_id} does not exist")
+            access_point = backend.access_points.get(access_point_id) if access_point_id else None
+            if access_point_id and (access_point is None or access_point.file_system_id != file_system_id):
+                raise StartFailure(f"ResourceInitializationError: failed to invoke EFS utils commands to set up EFS "
+                                   f"volumes: access point {access_point_id} of {file_system_id} does not exist")
+            is_read_only = bool(point.get("readOnly"))
+            try:
+                authorize_mount(role_arn, file_system_id, access_point_id, is_read_only)
+            except MountRefused as refused:
+                raise StartFailure(f"ResourceInitializationError: failed to invoke EFS utils commands to set up EFS "
+                                   f"volumes: mount of {access_point_id or file_system_id} refused: {refused}") from None
+            root = (access_point.root_directory if access_point else {}) or {}
+            path = root.get("Path") or efs.get("rootDirectory") or "/"
+            local = self._access_point_directory(file_system_id, path, root.get("CreationInfo"))
+            mounts[point["containerPath"]] = str(local)
+            if is_read_only:
+                read_only.append(str(local))
+            if access_point is not None and access_point.posix_user and user is None:
+                user = (int(access_point.posix_user["Uid"]), int(access_point.posix_user["Gid"]))
+        return mounts, read_only, user
+
+    def _access_point_directory(self, file_system_id: str, path: str, creation: dict | None) -> Path:
+        """The access point's root directory, made as EFS makes it on first mount: with its CreationInfo, or the
+        mount fails when there is none and the directory does not exist."""
+        parts = [p for p in path.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise StartFailure(f"ResourceInitializationError: invalid EFS root directory {path}")
+        system = self.settings.efs_root / file_system_id
+        system.mkdir(mode=0o755, exist_ok=True)
+        local = system.joinpath(*parts)
+        if local.is_dir():
+            return local
+        if not creation:
+            raise StartFailure(f"ResourceInitializationError: failed to invoke EFS utils commands to set up EFS "
+                               f"volumes: mount.nfs4: {path} does not exist on {file_system_id}")
+        local.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        local.mkdir()
+        if os.geteuid() == 0:
+            os.chown(local, int(creation["OwnerUid"]), int(creation["OwnerGid"]))
+        local.chmod(int(str(creation.get("Permissions") or "0755"), 8))
+        return local
+
+    # -- running
+
+    def _forward(self, container: _Container, stream) -> None:
+        """Each line of a container's stdout or stderr, as one log event (as the awslogs driver sends them)."""
+        for raw in iter(stream.readline, b""):
+            if container.log_stream is None:
+                continue
+            message = raw.rstrip(b"\n").decode("utf-8", "replace")
+            while True:
+                chunk = message.encode()[:MAX_EVENT_BYTES].decode("utf-8", "ignore")
+                with self._log_lock:
+                    event = {"timestamp": int(time.time() * 1000), "message": chunk or " "}
+                    try:
+                        container.logs.put_log_events(container.log_group, container.log_stream, [event])
+                    except Exception:  # the group deleted while the task runs: the lines are lost, as with ECS
+                        pass
+                message = message[len(chunk):]
+                if not message:
+                    break
+        stream.close()
+
+    def _wait(self, container: _Container) -> None:
+        code = container.process.wait()
+        for reader in container.readers:
+            reader.join()
+        container.exit_code = code if code >= 0 else 128 - code  # killed by a signal: Docker's 128 + signal
+        if container.essential:
+            self._terminate_all("Essential container in task exited")
+        if all(c.exit_code is not None for c in self.containers):
+            self._finish()
+
+    def _terminate_all(self, reason: str | None = None) -> None:
+        for container in self.containers:
+            if container.process is not None and container.process.poll() is None:
+                self._signal(container, signal.SIGTERM)
+                threading.Thread(target=self._kill_after, args=(container,), daemon=True).start()
+
+    def _kill_after(self, container: _Container) -> None:
+        try:
+            container.process.wait(timeout=container.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(container, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(container: _Container, sig: int) -> None:
+        try:
+            os.killpg(container.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, reason: str, wait: bool = False) -> None:
+        """StopTask: every container gets SIGTERM, then SIGKILL after its stopTimeout."""
+        self.stop_reason = reason
+        self._terminate_all()
+        if wait:
+            for container in self.containers:
+                if container.process is not None:
+                    try:
+                        container.process.wait(timeout=container.stop_timeout + 1)
+                    except subprocess.TimeoutExpired:
+                        self._signal(container, signal.SIGKILL)
+            self.finished.wait(timeout=5)
+
+    def _finish(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        self.finished.set()
