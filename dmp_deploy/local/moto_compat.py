@@ -1277,8 +1277,10 @@ def ecs_runs_the_containers_commands() -> None:
 
     def held_advance(self) -> None:
         run = task_runner.run_of(self.task_arn)
-        if run is not None and not run.done and self._status == "RUNNING":
-            self._time_progressed = datetime.now()  # RUNNING while the processes run; the steps count from their end
+        if run is not None and not run.done:
+            if self._status == "STOPPED":  # StopTask: the containers are being stopped, not stopped yet
+                self._status = "DEACTIVATING"
+            self._time_progressed = datetime.now()  # held while the processes run; the steps count from their end
             return
         advance(self)
         if run is not None and self._status == "STOPPED" and not getattr(self, "_dmp_ran", False):

@@ -1,0 +1,445 @@
+"""The local task runner (dmp_deploy/local/task_runner.py, wired by moto_compat.ecs_runs_the_containers_commands):
+the embedded ECS runs a runnable task's containers as local processes.
+
+First, each piece on a small probe task (an AWS CLI image container running `sh -c ...`): environment, overrides
+and secrets; the task role's credentials; the access point's directory, owner, mode and POSIX user; read-only
+mounts; RUNNING until the process ends, its exit code, StopTask; tasks that cannot start; scripted families.
+Then the add-users workflow end to end with its real programs (the copier's `aws s3api`, the add-users program
+with the api client library against the local Data API, the cleaner's `rm`/`find`), on one applied stack per
+module (a snapshot of the embedded AWS, restored for each test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import time
+import urllib.request
+
+import pytest
+
+from conftest import data_api
+from dmp_deploy import users_file as users_file_module
+from dmp_deploy.local import moto_compat, task_runner
+from dmp_deploy.local.seed import DUMMY_SECRET_PREFIX
+
+AS_ROOT = os.geteuid() == 0
+root_only = pytest.mark.skipif(not AS_ROOT, reason="uids and read-only mounts are enforced when the server runs as root")
+AWS_CLI = "public.ecr.aws/aws-cli/aws-cli:2.22.0"  # runnable in config/local.toml: sh and aws
+ACCOUNT = "123456789012"
+
+
+# --- the pieces, unit by unit ------------------------------------------------------------------------------
+
+
+def test_image_repository_drops_the_tag_or_digest_only():
+    assert task_runner.image_repository("public.ecr.aws/aws-cli/aws-cli:2.22.0") == "public.ecr.aws/aws-cli/aws-cli"
+    assert task_runner.image_repository("registry:5000/api-wsgi:t2") == "registry:5000/api-wsgi"
+    assert task_runner.image_repository("busybox@sha256:abc") == "busybox"
+    assert task_runner.image_repository("busybox") == "busybox"
+
+
+def test_container_paths_are_rewritten_as_whole_paths_only():
+    mounts = {"/mnt/add-users": "/tmp/r/efs/fs-1/add-users"}
+    rewritten = task_runner.rewrite_paths(
+        'cp x "/mnt/add-users/$F"; find /mnt/add-users -type f; ls /mnt/add-users-old /mnt/add-users.bak '
+        "/x/mnt/add-users", mounts)
+    assert rewritten == ('cp x "/tmp/r/efs/fs-1/add-users/$F"; find /tmp/r/efs/fs-1/add-users -type f; '
+                         "ls /mnt/add-users-old /mnt/add-users.bak /x/mnt/add-users")
+
+
+def test_only_containers_whose_image_and_program_are_listed_are_runnable(moto_server):
+    api = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/api-wsgi:local"
+    assert task_runner.runnable([{"image": AWS_CLI, "entryPoint": ["sh", "-c"], "command": ["true"]}])
+    assert task_runner.runnable([{"image": api, "entryPoint": ["python", "-c"], "command": ["pass"]}])
+    assert not task_runner.runnable([{"image": api, "command": ["flask", "db", "upgrade"]}])  # db-migration
+    assert not task_runner.runnable([{"image": "busybox", "entryPoint": ["sh"]}])
+    assert not task_runner.runnable([{"image": AWS_CLI}])  # the image's own entry point: unknown here
+    assert not task_runner.runnable([{"image": AWS_CLI, "entryPoint": ["sh"]}, {"image": "busybox", "command": ["sh"]}])
+
+
+# --- a probe task ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def probe(local_aws):
+    """A cluster, a log group, an EFS file system with an access point (/probe, uid 1001, mode 0750), a task
+    role, a secret, and `run(command, ...)`: registers a probe task definition and runs it."""
+    ecs, efs, ec2 = (local_aws.client(s) for s in ("ecs", "efs", "ec2"))
+    ecs.create_cluster(clusterName="probe")
+    local_aws.client("logs").create_log_group(logGroupName="/probe")
+    role = local_aws.client("iam").create_role(RoleName="probe-task", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}))["Role"]["Arn"]
+    local_aws.client("ssm").put_parameter(Name="/probe/token", Value="probe-token-0123456789", Type="SecureString")
+    file_system = efs.create_file_system(CreationToken="probe")["FileSystemId"]
+    access_point = efs.create_access_point(
+        FileSystemId=file_system, PosixUser={"Uid": 1001, "Gid": 1002},
+        RootDirectory={"Path": "/probe", "CreationInfo": {"OwnerUid": 1001, "OwnerGid": 1002, "Permissions": "0750"}},
+    )["AccessPointId"]
+    subnet = ec2.describe_subnets()["Subnets"][0]
+    group = ec2.create_security_group(GroupName="probe", Description="probe", VpcId=subnet["VpcId"])["GroupId"]
+
+    def run(command: str, read_only: bool = False, family: str = "probe", log_group: str = "/probe",
+            environment=(), overrides=None, secrets=True, wait: bool = True) -> dict:
+        container = {
+            "name": "probe", "image": AWS_CLI, "memory": 512, "essential": True, "entryPoint": ["sh", "-c"], "command": [command],
+            "environment": [{"name": k, "value": v} for k, v in environment],
+            "mountPoints": [{"sourceVolume": "data", "containerPath": "/mnt/probe", "readOnly": read_only}],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": log_group, "awslogs-region": local_aws.region, "awslogs-stream-prefix": "p"}}}
+        if secrets:
+            container["secrets"] = [{"name": "TOKEN",
+                                     "valueFrom": f"arn:aws:ssm:{local_aws.region}:{ACCOUNT}:parameter/probe/token"}]
+        ecs.register_task_definition(
+            family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            taskRoleArn=role, containerDefinitions=[container],
+            volumes=[{"name": "data", "efsVolumeConfiguration": {
+                "fileSystemId": file_system, "transitEncryption": "ENABLED",
+                "authorizationConfig": {"accessPointId": access_point, "iam": "ENABLED"}}}])
+        task = ecs.run_task(cluster="probe", taskDefinition=family, launchType="FARGATE",
+                            overrides=overrides or {},
+                            networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]],
+                                                                      "securityGroups": [group]}})["tasks"][0]
+        return stopped(task["taskArn"]) if wait else task
+
+    def stopped(task_arn: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            (task,) = ecs.describe_tasks(cluster="probe", tasks=[task_arn])["tasks"]
+            if task["lastStatus"] == "STOPPED":
+                return task
+            assert time.monotonic() < deadline, f"the task did not stop: {task}"
+            time.sleep(0.1)
+
+    def output(task: dict, group: str = "/probe") -> list[str]:
+        stream = f"p/probe/{task['taskArn'].rsplit('/', 1)[1]}"
+        events = local_aws.client("logs").get_log_events(logGroupName=group, logStreamName=stream)["events"]
+        return [e["message"] for e in events]
+
+    local = task_runner.settings().efs_root / file_system / "probe"
+    return {"run": run, "stopped": stopped, "output": output, "role": role, "local": local, "ecs": ecs}
+
+
+def exit_code(task: dict) -> int | None:
+    (container,) = task["containers"]
+    return container.get("exitCode")
+
+
+def test_a_task_runs_with_its_environment_overrides_and_secrets_and_logs_its_output(probe, local_aws):
+    task = probe["run"]('echo "A=$A B=$B"; echo "token: ${#TOKEN} characters"; echo to stderr >&2; exit 3',
+                        environment=[("A", "defined"), ("B", "defined")],
+                        overrides={"containerOverrides": [{"name": "probe", "environment": [
+                            {"name": "B", "value": "overridden"}]}]})
+    assert exit_code(task) == 3  # the process's own exit code
+    assert (task["stopCode"], task["stoppedReason"]) == ("EssentialContainerExited",
+                                                        "Essential container in task exited")
+    output = probe["output"](task)  # the stream ECS names <prefix>/<container>/<task id>
+    assert "A=defined B=overridden" in output and "to stderr" in output
+    assert "token: 22 characters" in output  # the secret's value reached the process...
+    text = json.dumps(task, default=str) + "\n".join(output)
+    assert "probe-token-0123456789" not in text  # ...and nowhere else
+
+
+def test_the_aws_cli_calls_the_embedded_aws_as_the_task_role(probe):
+    task = probe["run"]("aws sts get-caller-identity --query Arn --output text")
+    assert exit_code(task) == 0, probe["output"](task)
+    task_id = task["taskArn"].rsplit("/", 1)[1]
+    assert probe["output"](task) == [f"arn:aws:sts::{ACCOUNT}:assumed-role/probe-task/{task_id}"]
+
+
+@root_only
+def test_the_access_point_is_a_local_directory_with_its_owner_and_mode_used_as_its_posix_user(probe):
+    task = probe["run"]('id -u; id -g; echo hello > /mnt/probe/f; cat /mnt/probe/f; echo "$HOME"')
+    assert exit_code(task) == 0, probe["output"](task)
+    uid, gid, hello, home = probe["output"](task)
+    assert (uid, gid, hello) == ("1001", "1002", "hello")
+    local = probe["local"]
+    stat = local.stat()
+    assert (stat.st_uid, stat.st_gid, oct(stat.st_mode & 0o777)) == (1001, 1002, "0o750")  # its CreationInfo
+    assert (local / "f").read_text() == "hello\n" and (local / "f").stat().st_uid == 1001
+    assert not os.path.exists(home)  # the task's HOME went with it
+
+
+@root_only
+def test_a_read_only_mount_refuses_a_write(probe):
+    assert exit_code(probe["run"]("echo kept > /mnt/probe/f")) == 0
+    task = probe["run"]('cat /mnt/probe/f; echo more > /mnt/probe/f; echo "write: $?"; rm /mnt/probe/f; '
+                        'echo "rm: $?"; touch /mnt/probe/new', read_only=True)
+    output = "\n".join(probe["output"](task))
+    assert exit_code(task) == 1, output  # touch's
+    assert "kept" in output and "Read-only file system" in output
+    assert "write: 2" in output and "rm: 1" in output
+    assert (probe["local"] / "f").read_text() == "kept\n" and not (probe["local"] / "new").exists()
+
+
+def test_the_task_runs_until_its_process_ends(probe):
+    started = time.monotonic()
+    task = probe["run"]("sleep 2.5; exit 7", wait=False)
+    time.sleep(1.8)  # longer than the emulated lifecycle's four 0.25 s steps
+    (running,) = probe["ecs"].describe_tasks(cluster="probe", tasks=[task["taskArn"]])["tasks"]
+    assert running["lastStatus"] == "RUNNING" and "exitCode" not in running["containers"][0]
+    stopped = probe["stopped"](task["taskArn"])
+    assert exit_code(stopped) == 7 and time.monotonic() - started >= 2.5
+
+
+def test_stop_task_stops_the_process(probe):
+    task = probe["run"]("echo started; sleep 60", wait=False)
+    time.sleep(1)
+    probe["ecs"].stop_task(cluster="probe", task=task["taskArn"], reason="enough")
+    stopped = probe["stopped"](task["taskArn"], timeout=20)
+    assert exit_code(stopped) == 143  # SIGTERM, as Docker reports it
+    assert stopped["stopCode"] == "UserInitiated"
+
+
+def test_a_task_that_cannot_start_fails_to_start_running_nothing(probe, monkeypatch):
+    missing_group = probe["run"]("echo ran", log_group="/probe/missing")
+    assert missing_group["stopCode"] == "TaskFailedToStart"
+    assert "The specified log group does not exist: /probe/missing" in missing_group["stoppedReason"]
+    assert exit_code(missing_group) is None
+
+    def refuse(task_role_arn, file_system_id, access_point_id, read_only):
+        raise task_runner.MountRefused(f"{task_role_arn} may not elasticfilesystem:ClientWrite {access_point_id}")
+
+    monkeypatch.setattr(task_runner, "authorize_mount", refuse)  # the seam the IAM enforcement plugs into
+    refused = probe["run"]("echo ran > /mnt/probe/ran")
+    assert refused["stopCode"] == "TaskFailedToStart"
+    assert f"{probe['role']} may not elasticfilesystem:ClientWrite" in refused["stoppedReason"]
+    assert not (probe["local"] / "ran").exists()
+
+
+def test_a_family_with_a_scripted_outcome_is_not_run(probe, local_aws):
+    moto_compat.script_task_outcome("probe", 5)
+    task = probe["run"]("echo ran")
+    assert exit_code(task) == 5
+    assert local_aws.client("logs").describe_log_streams(logGroupName="/probe")["logStreams"] == []
+
+
+# --- the add-users workflow with its real programs -------------------------------------------------------------
+
+BUCKET = "dmp-local-add-users-123456789012"
+MACHINE_ARN = f"arn:aws:states:eu-west-2:{ACCOUNT}:stateMachine:dmp-local-add-users"
+APPLIED = "task-runner-applied"
+_applied = []
+
+
+@pytest.fixture
+def stack(local_aws, run_cli):
+    """`apply --env local`, once per module: later tests restore the embedded AWS as it was just after it."""
+    if _applied:
+        local_aws.restore(APPLIED)
+    else:
+        applied = run_cli("apply", "--env", "local")
+        assert applied.code == 0, applied.stdout + applied.stderr
+        local_aws.snapshot(APPLIED)
+        _applied.append(True)
+    return local_aws
+
+
+def token(local_aws) -> str:
+    return local_aws.client("ssm").get_parameter(Name="/dmp-local/data-api-auth-token",
+                                                 WithDecryption=True)["Parameter"]["Value"]
+
+
+def find_user(local_aws, email: str) -> dict | None:
+    """GET /users?email_address= on the local Data API, as the api client library asks it."""
+    from urllib.parse import quote
+
+    request = urllib.request.Request(f"{data_api().url}/users?email_address={quote(email)}",
+                                     headers={"Authorization": f"Bearer {token(local_aws)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["users"][0]
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+        return None
+
+
+def write_users(tmp_path, users: list[dict], name: str = "users.jsonl") -> str:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(u) + "\n" for u in users))
+    return str(path)
+
+
+def executions(local_aws) -> list[dict]:
+    sfn = local_aws.client("stepfunctions")
+    return [sfn.describe_execution(executionArn=e["executionArn"])
+            for e in sfn.list_executions(stateMachineArn=MACHINE_ARN)["executions"]]
+
+
+def wait_for_execution(local_aws, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = executions(local_aws)
+        if found and all(e["status"] != "RUNNING" for e in found):
+            (execution,) = found
+            return execution
+        assert time.monotonic() < deadline, f"no finished execution: {found}"
+        time.sleep(0.25)
+
+
+def log_lines(local_aws) -> dict[str, list[str]]:
+    """Every log stream of the add-users log group: {stream: [messages]}."""
+    logs = local_aws.client("logs")
+    streams = logs.describe_log_streams(logGroupName="/dmp-local/add-users")["logStreams"]
+    return {s["logStreamName"]: [e["message"] for e in logs.get_log_events(
+        logGroupName="/dmp-local/add-users", logStreamName=s["logStreamName"])["events"]] for s in streams}
+
+
+def everything_written(local_aws) -> str:
+    """Every log group's events, the executions (input, output, history) and the tasks' descriptions."""
+    logs, sfn, ecs = (local_aws.client(s) for s in ("logs", "stepfunctions", "ecs"))
+    written = []
+    for group in logs.describe_log_groups()["logGroups"]:
+        written += [e["message"] for e in logs.filter_log_events(logGroupName=group["logGroupName"])["events"]]
+    for execution in executions(local_aws):
+        written.append(json.dumps(execution, default=str))
+        written.append(json.dumps(sfn.get_execution_history(executionArn=execution["executionArn"],
+                                                            maxResults=1000)["events"], default=str))
+    arns = ecs.list_tasks(cluster="dmp-local", desiredStatus="STOPPED")["taskArns"]
+    if arns:
+        written.append(json.dumps(ecs.describe_tasks(cluster="dmp-local", tasks=arns)["tasks"], default=str))
+    return "\n".join(written)
+
+
+def workflow_tasks(local_aws) -> dict[str, dict]:
+    ecs = local_aws.client("ecs")
+    arns = ecs.list_tasks(cluster="dmp-local", desiredStatus="STOPPED")["taskArns"]
+    tasks = ecs.describe_tasks(cluster="dmp-local", tasks=arns)["tasks"] if arns else []
+    return {t["taskDefinitionArn"].rsplit("/", 1)[1].split(":")[0]: t for t in tasks}
+
+
+def bucket_versions(local_aws) -> list[str]:
+    versions = local_aws.client("s3").list_object_versions(Bucket=BUCKET)
+    return [v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])]
+
+
+def efs_files() -> list[str]:
+    root = task_runner.settings().efs_root
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+
+
+def assert_cleaned_up(local_aws) -> None:
+    assert bucket_versions(local_aws) == []  # every version of the upload, and no delete marker
+    assert efs_files() == []  # the copy on the access point's local directory
+
+
+USERS = [{"emailAddress": "ada@example.com", "name": "Ada Lovelace", "password": "Analytical-Engine-1843",
+          "role": "buyer"},
+         {"emailAddress": "grace@example.com", "name": "Grace Hopper", "password": "COBOL-Compiler-1959",
+          "role": "admin", "phoneNumber": "020 7946 0000"}]
+
+
+def test_add_users_adds_the_users_and_leaves_nothing_of_the_file(stack, run_cli, tmp_path):
+    result = run_cli("add-users", "--env", "local", write_users(tmp_path, USERS))
+    assert result.code == 0, result.stdout + result.stderr
+    execution = wait_for_execution(stack)
+    assert execution["status"] == "SUCCEEDED"
+
+    for user in USERS:  # the real program, through the api client library, added them
+        assert find_user(stack, user["emailAddress"]) == {
+            "emailAddress": user["emailAddress"], "name": user["name"], "role": user["role"], "active": True,
+            **({"phoneNumber": user["phoneNumber"]} if "phoneNumber" in user else {})}
+
+    tasks = workflow_tasks(stack)
+    assert {family: task["containers"][0]["exitCode"] for family, task in tasks.items()} == {
+        "dmp-local-add-users-copier": 0, "dmp-local-add-users": 0, "dmp-local-add-users-cleaner": 0}
+    logs = log_lines(stack)
+    by_container = {stream.split("/")[1]: lines for stream, lines in logs.items()}
+    assert sorted(logs) == sorted(f"{prefix}/{prefix}/{tasks[family]['taskArn'].rsplit('/', 1)[1]}" for prefix, family in [
+        ("copier", "dmp-local-add-users-copier"), ("add-users", "dmp-local-add-users"),
+        ("cleaner", "dmp-local-add-users-cleaner")])
+    assert any(line.startswith("add-users-copier: copied s3://") for line in by_container["copier"])
+    assert "Adding ada@example.com as buyer" in by_container["add-users"]
+    assert "Adding grace@example.com as admin" in by_container["add-users"]
+    assert any(line.startswith("add-users-cleaner: removed ") for line in by_container["cleaner"])
+
+    assert_cleaned_up(stack)
+    written = everything_written(stack) + result.stdout + result.stderr
+    history = "\n".join(json.dumps(e, default=str) for e in executions(stack))
+    for user in USERS:
+        assert user["password"] not in written
+        assert user["name"] not in history and user["emailAddress"] not in history  # nothing of the file
+    assert DUMMY_SECRET_PREFIX not in written  # nor the api token
+
+
+def test_a_raw_upload_with_a_short_password_fails_cleanly_without_a_trace_of_it(stack, tmp_path):
+    """Straight to the bucket with boto3, as the bucket policy allows an operative (If-None-Match), bypassing the
+    CLI's checks: the program's own checks refuse it, so no one is added and the password is nowhere."""
+    password = "Short-9ch"
+    assert len(password) == 9
+    lines = [USERS[0], {"emailAddress": "bob@example.com", "name": "Bob", "password": password, "role": "buyer"}]
+    key_arn = stack.client("kms").describe_key(KeyId="alias/dmp-local-add-users")["KeyMetadata"]["Arn"]
+    stack.client("s3").put_object(Bucket=BUCKET, Key="uploads/raw.jsonl", IfNoneMatch="*",
+                                  Body="".join(json.dumps(u) + "\n" for u in lines).encode(),
+                                  ServerSideEncryption="aws:kms", SSEKMSKeyId=key_arn)
+    execution = wait_for_execution(stack)
+    assert (execution["status"], execution["error"]) == ("FAILED", "AddUsersFailed")
+    tasks = workflow_tasks(stack)
+    assert tasks["dmp-local-add-users"]["containers"][0]["exitCode"] == 1  # the process's exit fails the .sync step
+    assert tasks["dmp-local-add-users-cleaner"]["containers"][0]["exitCode"] == 0
+    output = "\n".join(log_lines(stack)[next(s for s in log_lines(stack) if s.startswith("add-users/"))])
+    assert ":2: password: must be at least 10 characters" in output  # the problem, by line and field
+    assert find_user(stack, "ada@example.com") is None and find_user(stack, "bob@example.com") is None
+    assert_cleaned_up(stack)
+    assert password not in everything_written(stack)
+
+
+def test_a_user_the_api_refuses_stops_the_run_at_that_line_after_the_earlier_ones(stack, run_cli, tmp_path):
+    data_api().create_user({"emailAddress": "grace@example.com", "name": "Grace", "password": "x" * 12,
+                            "role": "buyer"})  # already there
+    third = {"emailAddress": "linus@example.com", "name": "Linus", "password": "Kernel-Hacker-1991", "role": "buyer"}
+    result = run_cli("add-users", "--env", "local", write_users(tmp_path, [*USERS, third]))
+    assert result.code == 1, result.stdout + result.stderr
+    execution = wait_for_execution(stack)
+    assert (execution["status"], execution["error"]) == ("FAILED", "AddUsersFailed")
+    assert find_user(stack, "ada@example.com") is not None  # before the refused line: added
+    assert find_user(stack, "linus@example.com") is None  # after it: not tried
+    output = "\n".join(next(lines for s, lines in log_lines(stack).items() if s.startswith("add-users/")))
+    assert "Adding ada@example.com as buyer" in output and "Adding grace@example.com as admin" in output
+    assert "409" in output and "User already exists" in output and "linus@example.com" not in output
+    assert_cleaned_up(stack)
+    written = everything_written(stack) + result.stdout + result.stderr
+    assert not any(u["password"] in written for u in [*USERS, third])
+
+
+def _fuzzed_users(count: int, seed: int) -> list[dict]:
+    """Users whose names, phone numbers and addresses hold password-like text (quotes, `'password': '`,
+    `password=`, the passwords themselves of other users), kept when the tool's own checks accept them."""
+    rng = random.Random(seed)
+    traps = ["'password': '", "\"password\": \"", "password=", "', 'password': '", "\\'", "\"", "'", "[redacted]",
+             "Adding ", "%s", "{password}"]
+    users, passwords = [], []
+    while len(users) < count:
+        password = "".join(rng.choice(string.ascii_letters + string.digits + "'\"=:{}% -") for _ in range(14))
+        other = rng.choice(passwords) if passwords else password
+        index = len(users)
+        user = {"emailAddress": f"{rng.choice(['password=', 'pw.', 'x'])}{index}{other[:3].strip()}@example.com",
+                "name": f"{rng.choice(traps)}{other}{rng.choice(traps)} {index}",
+                "password": password, "role": rng.choice(["buyer", "admin"]),
+                "phoneNumber": f"{rng.choice(traps)}{password[:7]}"}
+        line = (json.dumps(user) + "\n").encode()
+        if users_file_module.parse(line, 1_000_000).ok and not any(
+                u["emailAddress"].lower() == user["emailAddress"].lower() for u in users):
+            users.append(user)
+            passwords.append(password)
+    return users
+
+
+def test_fuzzed_password_like_text_in_names_phones_and_addresses_never_shows_a_password(stack, run_cli, tmp_path):
+    users = _fuzzed_users(30, seed=11)
+    data_api().create_user({**users[-1], "password": "p" * 12})  # the last line is refused: the error path too
+    result = run_cli("add-users", "--env", "local", write_users(tmp_path, users))
+    assert result.code == 1, result.stdout + result.stderr
+    execution = wait_for_execution(stack)
+    assert execution["error"] == "AddUsersFailed"
+    for user in users[:-1]:
+        assert find_user(stack, user["emailAddress"])["name"] == user["name"]
+    output = "\n".join(next(lines for s, lines in log_lines(stack).items() if s.startswith("add-users/")))
+    assert output.count("Adding ") >= len(users)  # every line was tried, the refused one last
+    written = everything_written(stack) + result.stdout + result.stderr
+    for user in users:
+        assert user["password"] not in written, user["emailAddress"]
+    assert_cleaned_up(stack)
