@@ -443,3 +443,31 @@ def test_fuzzed_password_like_text_in_names_phones_and_addresses_never_shows_a_p
     for user in users:
         assert user["password"] not in written, user["emailAddress"]
     assert_cleaned_up(stack)
+
+
+# --- [local_runner] in the configuration ----------------------------------------------------------------------
+
+
+def test_local_runner_is_checked_and_only_for_the_embedded_aws(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from dmp_deploy import config as config_module
+    from dmp_deploy.errors import ConfigError
+
+    directory = tmp_path / "config"
+    shutil.copytree(Path(config_module.CONFIG_DIR), directory)
+    monkeypatch.setattr(config_module, "CONFIG_DIR", directory)
+    local = directory / "local.toml"
+    local.write_text(local.read_text().replace('"public.ecr.aws/aws-cli/aws-cli" = ["sh", "aws"]',
+                                               '"public.ecr.aws/aws-cli/aws-cli:2.22.0" = ["sh", "bash"]'))
+    with pytest.raises(ConfigError) as err:
+        config_module.load_config("local")
+    assert "local_runner.runnable_images.public.ecr.aws/aws-cli/aws-cli:2.22.0: name the image repository" in str(err.value)
+    assert "must list programs from aws, python, sh (got sh, bash)" in str(err.value)
+
+    staging = directory / "staging.toml"
+    staging.write_text(staging.read_text() + '\n[local_runner]\nrunnable_images = { "busybox" = ["sh"] }\n')
+    with pytest.raises(ConfigError) as err:
+        config_module.load_config("staging")
+    assert "local_runner: only for the embedded AWS" in str(err.value)

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "endpoint": endpoint, "port": args.port,
                                "data_api": data_api.url, "region": config.environment.region,
+                               "task_runner": str(task_runner.settings().directory) if task_runner.settings() else None,
                                "started": time.time()}))
     tmp.replace(state_file)
 

@@ -59,6 +59,10 @@ MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' limit for one event (its s
 SAFE_PATH = re.compile(r"/[A-Za-z0-9/._-]*")
 
 
+class Unreachable(ValueError):
+    """The runner's directory lies below one the tasks' POSIX users may not enter."""
+
+
 class MountRefused(Exception):
     """Raised by `authorize_mount` when a task may not mount an access point: the task fails to start."""
 
@@ -121,7 +125,7 @@ def configure(runnable_images: dict[str, Any], directory: Path, endpoint: str,
     if os.geteuid() == 0:  # the tasks run as their access points' users: every parent must let them through
         closed = [p for p in directory.parents if not os.stat(p).st_mode & 0o001]
         if closed:
-            raise ValueError(f"the local task runner's directory {directory} is below {closed[0]}, which other "
+            raise Unreachable(f"the local task runner's directory {directory} is below {closed[0]}, which other "
                              f"users may not enter (mode {oct(os.stat(closed[0]).st_mode & 0o777)}): the tasks, "
                              f"running as their EFS access points' users, could not reach their files. Set "
                              f"DMP_LOCAL_DIR to a directory below /tmp, for instance.")
@@ -137,8 +141,15 @@ def configure_for(config, directory: Path, endpoint: str, data_api_url: str) -> 
 
     if config.local_runner is None:
         return False
-    configure(config.local_runner.runnable_images, directory, endpoint,
-              {internal_url(config, "api"): data_api_url})
+    services = {internal_url(config, "api"): data_api_url}
+    try:
+        configure(config.local_runner.runnable_images, directory, endpoint, services)
+    except Unreachable as unreachable:  # e.g. DMP_LOCAL_DIR in a directory only root may enter
+        import tempfile
+
+        fallback = Path(tempfile.mkdtemp(prefix="dmp-local-runner-"))
+        log.warning("%s Using %s instead.", unreachable, fallback)
+        configure(config.local_runner.runnable_images, fallback, endpoint, services)
     return True
 
 
