@@ -185,6 +185,27 @@ def test_the_task_runs_until_its_process_ends(probe):
     assert exit_code(stopped) == 7 and time.monotonic() - started >= 2.5
 
 
+def test_a_non_zero_exit_fails_the_run_task_sync_step(probe, local_aws):
+    probe["run"]("true")  # registers the probe family
+    (subnet,) = {a["details"][0]["value"] for t in [probe["run"]("true")] for a in t["attachments"]
+                 if a["details"][0]["name"] == "subnetId"}
+    group = local_aws.client("ec2").describe_security_groups(GroupNames=["probe"])["SecurityGroups"][0]["GroupId"]
+    sfn = local_aws.client("stepfunctions")
+    state = {"Type": "Task", "Resource": "arn:aws:states:::ecs:runTask.sync", "End": True, "Parameters": {
+        "Cluster": "probe", "TaskDefinition": "probe", "LaunchType": "FARGATE",
+        "NetworkConfiguration": {"AwsvpcConfiguration": {"Subnets": [subnet], "SecurityGroups": [group]}},
+        "Overrides": {"ContainerOverrides": [{"Name": "probe", "Command": ["sleep 1; exit 4"]}]}}}
+    machine = sfn.create_state_machine(name="probe", roleArn=f"arn:aws:iam::{ACCOUNT}:role/probe-states",
+                                       definition=json.dumps({"StartAt": "Run", "States": {"Run": state}}))
+    execution = sfn.start_execution(stateMachineArn=machine["stateMachineArn"])["executionArn"]
+    deadline = time.monotonic() + 60
+    while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.25)
+    assert (described["status"], described["error"]) == ("FAILED", "States.TaskFailed")
+    assert json.loads(described["cause"])["Containers"][0]["ExitCode"] == 4  # the process's, from the override
+
+
 def test_stop_task_stops_the_process(probe):
     task = probe["run"]("echo started; sleep 60", wait=False)
     time.sleep(1)
