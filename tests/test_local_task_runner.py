@@ -26,7 +26,8 @@ from dmp_deploy.local import moto_compat, task_runner
 from dmp_deploy.local.seed import DUMMY_SECRET_PREFIX
 
 AS_ROOT = os.geteuid() == 0
-root_only = pytest.mark.skipif(not AS_ROOT, reason="uids and read-only mounts are enforced when the server runs as root")
+root_only = pytest.mark.skipif(not AS_ROOT,
+                               reason="uids and read-only mounts are enforced when the server runs as root")
 AWS_CLI = "public.ecr.aws/aws-cli/aws-cli:2.22.0"  # runnable in config/local.toml: sh and aws
 ACCOUNT = "123456789012"
 
@@ -85,7 +86,8 @@ def probe(local_aws):
     def run(command: str, read_only: bool = False, family: str = "probe", log_group: str = "/probe",
             environment=(), overrides=None, secrets=True, wait: bool = True) -> dict:
         container = {
-            "name": "probe", "image": AWS_CLI, "memory": 512, "essential": True, "entryPoint": ["sh", "-c"], "command": [command],
+            "name": "probe", "image": AWS_CLI, "memory": 512, "essential": True, "entryPoint": ["sh", "-c"],
+            "command": [command],
             "environment": [{"name": k, "value": v} for k, v in environment],
             "mountPoints": [{"sourceVolume": "data", "containerPath": "/mnt/probe", "readOnly": read_only}],
             "logConfiguration": {"logDriver": "awslogs", "options": {
@@ -369,9 +371,10 @@ def test_add_users_adds_the_users_and_leaves_nothing_of_the_file(stack, run_cli,
         "dmp-local-add-users-copier": 0, "dmp-local-add-users": 0, "dmp-local-add-users-cleaner": 0}
     logs = log_lines(stack)
     by_container = {stream.split("/")[1]: lines for stream, lines in logs.items()}
-    assert sorted(logs) == sorted(f"{prefix}/{prefix}/{tasks[family]['taskArn'].rsplit('/', 1)[1]}" for prefix, family in [
-        ("copier", "dmp-local-add-users-copier"), ("add-users", "dmp-local-add-users"),
-        ("cleaner", "dmp-local-add-users-cleaner")])
+    families = {"copier": "dmp-local-add-users-copier", "add-users": "dmp-local-add-users",
+                "cleaner": "dmp-local-add-users-cleaner"}
+    assert sorted(logs) == sorted(f"{prefix}/{prefix}/{tasks[family]['taskArn'].rsplit('/', 1)[1]}"
+                                  for prefix, family in families.items())  # <prefix>/<container>/<task id>
     assert any(line.startswith("add-users-copier: copied s3://") for line in by_container["copier"])
     assert "Adding ada@example.com as buyer" in by_container["add-users"]
     assert "Adding grace@example.com as admin" in by_container["add-users"]
@@ -484,7 +487,8 @@ def test_local_runner_is_checked_and_only_for_the_embedded_aws(tmp_path, monkeyp
                                                '"public.ecr.aws/aws-cli/aws-cli:2.22.0" = ["sh", "bash"]'))
     with pytest.raises(ConfigError) as err:
         config_module.load_config("local")
-    assert "local_runner.runnable_images.public.ecr.aws/aws-cli/aws-cli:2.22.0: name the image repository" in str(err.value)
+    assert ("local_runner.runnable_images.public.ecr.aws/aws-cli/aws-cli:2.22.0: name the image repository"
+            in str(err.value))
     assert "must list programs from aws, python, sh (got sh, bash)" in str(err.value)
 
     staging = directory / "staging.toml"

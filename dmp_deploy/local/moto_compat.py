@@ -1295,7 +1295,7 @@ def ecs_runs_the_containers_commands() -> None:
 
     def stopping_stop_task(self, cluster_str: str, task_str: str, reason: str):
         task = stop_task(self, cluster_str, task_str, reason)
-        task_runner.stop(task.task_arn, reason or "Task stopped by user")
+        task_runner.stop(task.task_arn)
         return task
 
     def reset_stopping_processes(self) -> None:

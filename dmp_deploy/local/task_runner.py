@@ -211,10 +211,11 @@ def start(task, definition) -> "TaskRun":
     return run
 
 
-def stop(task_arn: str, reason: str) -> None:
+def stop(task_arn: str) -> None:
+    """StopTask of a task that runs locally: its processes are stopped (its stoppedReason is moto's)."""
     run = _runs.get(task_arn)
     if run is not None:
-        run.stop(reason)
+        run.stop()
 
 
 def stop_all() -> None:
@@ -223,7 +224,7 @@ def stop_all() -> None:
         runs = list(_runs.values())
         _runs.clear()
     for run in runs:
-        run.stop("the embedded AWS was reset", wait=True)
+        run.kill()
 
 
 def _closed_ancestor(bin_dir: Path) -> tuple[Path | None, str | None]:
@@ -269,7 +270,6 @@ class TaskRun:
         self.settings = settings
         self.containers: list[_Container] = []
         self.start_failure: str | None = None
-        self.stop_reason: str | None = None
         self.finished = threading.Event()
         self.scratch: Path | None = None
         self._log_lock = threading.Lock()
@@ -467,7 +467,8 @@ class TaskRun:
                 authorize_mount(role_arn, file_system_id, access_point_id, is_read_only)
             except MountRefused as refused:
                 raise StartFailure(f"ResourceInitializationError: failed to invoke EFS utils commands to set up EFS "
-                                   f"volumes: mount of {access_point_id or file_system_id} refused: {refused}") from None
+                                   f"volumes: mount of {access_point_id or file_system_id} refused: "
+                                   f"{refused}") from None
             root = (access_point.root_directory if access_point else {}) or {}
             path = root.get("Path") or efs.get("rootDirectory") or "/"
             local = self._access_point_directory(file_system_id, path, root.get("CreationInfo"))
@@ -526,11 +527,11 @@ class TaskRun:
             reader.join()
         container.exit_code = code if code >= 0 else 128 - code  # killed by a signal: Docker's 128 + signal
         if container.essential:
-            self._terminate_all("Essential container in task exited")
+            self._terminate_all()  # an essential container exited: ECS stops the task's others
         if all(c.exit_code is not None for c in self.containers):
             self._finish()
 
-    def _terminate_all(self, reason: str | None = None) -> None:
+    def _terminate_all(self) -> None:
         for container in self.containers:
             if container.process is not None and container.process.poll() is None:
                 self._signal(container, signal.SIGTERM)
@@ -549,18 +550,16 @@ class TaskRun:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self, reason: str, wait: bool = False) -> None:
+    def stop(self) -> None:
         """StopTask: every container gets SIGTERM, then SIGKILL after its stopTimeout."""
-        self.stop_reason = reason
         self._terminate_all()
-        if wait:
-            for container in self.containers:
-                if container.process is not None:
-                    try:
-                        container.process.wait(timeout=container.stop_timeout + 1)
-                    except subprocess.TimeoutExpired:
-                        self._signal(container, signal.SIGKILL)
-            self.finished.wait(timeout=5)
+
+    def kill(self) -> None:
+        """A reset of the embedded AWS: every container killed at once, and waited for."""
+        for container in self.containers:
+            if container.process is not None and container.process.poll() is None:
+                self._signal(container, signal.SIGKILL)
+        self.finished.wait(timeout=5)
 
     def _finish(self) -> None:
         if self.scratch is not None:
