@@ -423,7 +423,8 @@ def test_a_user_the_api_refuses_stops_the_run_at_that_line_after_the_earlier_one
     assert find_user(stack, "linus@example.com") is None  # after it: not tried
     output = "\n".join(next(lines for s, lines in log_lines(stack).items() if s.startswith("add-users/")))
     assert "Adding ada@example.com as buyer" in output and "Adding grace@example.com as admin" in output
-    assert "409" in output and "User already exists" in output and "linus@example.com" not in output
+    assert "The api refused the user on line 2 (grace@example.com): status 409: User already exists" in output
+    assert "linus@example.com" not in output
     assert_cleaned_up(stack)
     written = everything_written(stack) + result.stdout + result.stderr
     assert not any(u["password"] in written for u in [*USERS, third])

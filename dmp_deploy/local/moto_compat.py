@@ -1254,7 +1254,8 @@ def ecs_runs_the_containers_commands() -> None:
     listed in config/local.toml's [local_runner]) and whose family has no scripted outcome runs them as local
     processes; the task stays RUNNING (its lifecycle held) until they end, then walks to STOPPED and reports
     their exit codes, or TaskFailedToStart with ECS's reason. StopTask stops the processes; moto's reset stops
-    them all. Other tasks keep the scripted emulation."""
+    them all. Other tasks keep the scripted emulation. Tested in tests/test_local_task_runner.py (a probe task
+    per piece, and the add-users workflow with its real programs)."""
     from datetime import datetime
 
     from moto.ecs.models import EC2ContainerServiceBackend, Task
