@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import string
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +62,39 @@ def test_only_containers_whose_image_and_program_are_listed_are_runnable(moto_se
     assert not task_runner.runnable([{"image": "busybox", "entryPoint": ["sh"]}])
     assert not task_runner.runnable([{"image": AWS_CLI}])  # the image's own entry point: unknown here
     assert not task_runner.runnable([{"image": AWS_CLI, "entryPoint": ["sh"]}, {"image": "busybox", "command": ["sh"]}])
+
+
+@root_only
+def test_confined_processes_reach_tools_below_closed_directories_and_nothing_else(tmp_path):
+    """The tool's Python may live below a directory only root may enter (pyenv under /root, 0700): confine()
+    covers such a directory, in the process's own mount namespace, with just the paths the user needs."""
+    import subprocess
+
+    closed = tmp_path / "closed"
+    tool = closed / "inner" / "tool"
+    tool.mkdir(parents=True)
+    (closed / "inner" / "secret.txt").write_text("root only")
+    program = tool / "run-me"
+    program.write_text("#!/bin/sh\necho \"ran as $(id -u):$(id -g)\"\n")
+    program.chmod(0o755)
+    tool.chmod(0o755)
+    for directory in (closed, closed / "inner", tmp_path):
+        directory.chmod(0o700)
+    scratch = Path(tempfile.mkdtemp())  # reachable, as the runner's own directory is
+    read_only = Path(tempfile.mkdtemp())
+    read_only.chmod(0o777)
+    try:
+        argv = task_runner.confine(
+            ["/bin/sh", "-c", f'{program}; cat {closed}/inner/secret.txt; touch {read_only}/x; echo "touch: $?"'],
+            [str(read_only)], (1001, 1002), [tool], scratch)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        shutil.rmtree(scratch)
+        shutil.rmtree(read_only)
+    assert result.stdout.splitlines() == ["ran as 1001:1002", "touch: 1"], result.stderr
+    assert "No such file or directory" in result.stderr  # the rest of the closed directory is not there
+    assert "Read-only file system" in result.stderr
+    assert oct(closed.stat().st_mode & 0o777) == "0o700" and (closed / "inner" / "secret.txt").exists()
 
 
 # --- a probe task ------------------------------------------------------------------------------------------
@@ -474,9 +510,6 @@ def test_fuzzed_password_like_text_in_names_phones_and_addresses_never_shows_a_p
 
 
 def test_local_runner_is_checked_and_only_for_the_embedded_aws(tmp_path, monkeypatch):
-    import shutil
-    from pathlib import Path
-
     from dmp_deploy import config as config_module
     from dmp_deploy.errors import ConfigError
 

@@ -227,14 +227,51 @@ def stop_all() -> None:
         run.kill()
 
 
-def _closed_ancestor(bin_dir: Path) -> tuple[Path | None, str | None]:
-    """The first directory on the way to the tool's real Python interpreter that other users may not enter, and
-    the name of the next step below it (e.g. /root and .pyenv); (None, None) when the way is open."""
+def tool_paths(bin_dir: Path) -> list[Path]:
+    """What a task's POSIX user must reach to run the tool's programs: the virtual environment (bin_dir's parent)
+    and the real Python installation it points to."""
     interpreter = Path(os.path.realpath(bin_dir / "python"))
-    for directory in reversed(interpreter.parents):
-        if not os.stat(directory).st_mode & 0o001:
-            return directory, interpreter.relative_to(directory).parts[0]
-    return None, None
+    return [bin_dir.parent.resolve(), interpreter.parent.parent]
+
+
+def _closed_above(path: Path) -> Path | None:
+    """The topmost directory above `path` that other users may not enter (e.g. /root, 0700), or None."""
+    return next((d for d in reversed(path.parents) if not os.stat(d).st_mode & 0o001), None)
+
+
+# Run inside a private mount namespace, as root, before dropping to the POSIX user. Four lists, each preceded by
+# its length: the read-only mount points (bound read-only onto themselves); the exposed paths with their holding
+# directories (bound aside); the closed directories (covered by a tmpfs, in this namespace only); the same pairs
+# again (each path made in the tmpfs and its bind moved back onto it). Then the command.
+CONFINE_SCRIPT = """set -e
+n=$1; shift; while [ "$n" -gt 0 ]; do mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; shift; n=$((n-1)); done
+n=$1; shift; while [ "$n" -gt 0 ]; do mount --bind "$1" "$2"; shift 2; n=$((n-1)); done
+n=$1; shift; while [ "$n" -gt 0 ]; do mount -t tmpfs -o mode=0755 tmpfs "$1"; shift; n=$((n-1)); done
+n=$1; shift; while [ "$n" -gt 0 ]; do mkdir -p "$1"; mount --move "$2" "$1"; shift 2; n=$((n-1)); done
+exec "$@"
+"""
+
+
+def confine(argv: list[str], read_only: list[str], user: tuple[int, int] | None, expose: list[Path],
+            scratch: Path) -> list[str]:
+    """`argv` run as root in a private mount namespace (`unshare`) where each of `read_only` is a read-only bind
+    mount of itself (a write fails with EROFS), then as `user` (uid, gid; no supplementary groups: `setpriv`).
+    Each path of `expose` that lies below a directory other users may not enter (a pyenv under /root, 0700) is
+    made reachable in the namespace only: that directory is covered by a tmpfs holding just the exposed paths.
+    Nothing changes outside the namespace."""
+    pairs: list[str] = []
+    covered: list[str] = []
+    for index, path in enumerate(expose if user is not None else []):
+        closed = _closed_above(path)
+        if closed is not None:
+            hold = scratch / f".expose-{index}"
+            hold.mkdir(exist_ok=True)
+            pairs += [str(path), str(hold)]
+            covered += [str(closed)] if str(closed) not in covered else []
+    as_user = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--"] if user else []
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", CONFINE_SCRIPT, "sh",
+            str(len(read_only)), *read_only, str(len(pairs) // 2), *pairs, str(len(covered)), *covered,
+            str(len(pairs) // 2), *pairs, *as_user, *argv]
 
 
 # --- one task ------------------------------------------------------------------------------------------------
@@ -359,26 +396,10 @@ class TaskRun:
         return rewrite_urls(rewrite_paths(value, mounts), self.settings.service_urls)
 
     def _confined(self, argv: list[str], read_only: list[str], user: tuple[int, int] | None) -> list[str]:
-        """As root: a private mount namespace (`unshare`) where the read-only mounts are read-only bind mounts of
-        their directories, then the POSIX user (`setpriv`). When the tool's Python lives below a directory other
-        users may not enter (a pyenv under /root, 0700), that directory is covered in the namespace only by a
-        tmpfs holding just the interpreter's tree, so the user can run it; nothing changes outside."""
+        """As root, each container runs confined (`confine`); as any other user, as the server's user."""
         if os.geteuid() != 0 or (not read_only and user is None):
             return argv
-        closed, child = _closed_ancestor(self.settings.bin_dir) if user else (None, None)
-        hold = ""
-        if closed:
-            hold = str(self.scratch / ".interpreter")
-            os.mkdir(hold)
-        script = ('set -e; n=$1; shift; while [ "$n" -gt 0 ]; do mount --bind "$1" "$1"; '
-                  'mount -o remount,bind,ro "$1"; shift; n=$((n - 1)); done; '
-                  'closed=$1; child=$2; hold=$3; shift 3; if [ -n "$closed" ]; then '
-                  'mount --bind "$closed/$child" "$hold"; mount -t tmpfs -o mode=0755 tmpfs "$closed"; '
-                  'mkdir "$closed/$child"; mount --move "$hold" "$closed/$child"; fi; exec "$@"')
-        as_user = (["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--"]
-                   if user else [])
-        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
-                str(len(read_only)), *read_only, str(closed or ""), str(child or ""), hold, *as_user, *argv]
+        return confine(argv, read_only, user, tool_paths(self.settings.bin_dir), self.scratch)
 
     def _task_role_credentials(self, role_arn: str) -> dict[str, str]:
         """The task role's temporary keys, from the embedded STS's AssumeRole (as ECS gets them for the task)."""
