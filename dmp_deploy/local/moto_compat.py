@@ -1234,3 +1234,111 @@ def servicediscovery_lists_come_in_pages() -> None:
 
     ServiceDiscoveryResponse.list_services = paged(ServiceDiscoveryResponse.list_services, "Services")
     ServiceDiscoveryResponse.list_namespaces = paged(ServiceDiscoveryResponse.list_namespaces, "Namespaces")
+
+
+# --- issue 11: IAM enforced -----------------------------------------------------------------------------------------
+#
+# The evaluation itself is dmp_deploy/local/iam_enforcement.py; the gaps below hook it in where AWS evaluates.
+# Requests signed with the deployer's `local` key are never evaluated (locally the deployer is the account's
+# administrator); those signed with an assumed role's or an IAM user's key always are.
+
+
+def _json_protocol(response) -> bool:
+    return "json" in (response.headers.get("Content-Type") or "") or bool(response.headers.get("X-Amz-Target"))
+
+
+def _access_denied(response, error, s3: bool = False):
+    """AWS's refusal in the request's protocol: S3 `AccessDenied` (403), JSON APIs `AccessDeniedException`
+    (400), query APIs `AccessDenied` (403), with AWS's message (who, what, on which resource, why)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.s3.exceptions import S3ClientError
+
+    if s3:
+        return S3ClientError("AccessDenied", str(error))
+    if _json_protocol(response):
+        return JsonRESTError("AccessDeniedException", str(error))
+    return _xml_error("AccessDenied", str(error), 403)
+
+
+def _xml_error(code: str, message: str, status: int):
+    from moto.core.exceptions import _RESTError
+
+    refusal = _RESTError(code, message)
+    refusal.code = status
+    return refusal
+
+
+def _invalid_token(response, message: str, s3: bool = False):
+    from moto.core.exceptions import JsonRESTError
+    from moto.s3.exceptions import S3ClientError
+
+    if s3:
+        return S3ClientError("InvalidToken", message)
+    if _json_protocol(response):
+        refusal = JsonRESTError("UnrecognizedClientException", message)
+        refusal.code = 403
+        return refusal
+    return _xml_error("InvalidClientTokenId", message, 403)
+
+
+@gap
+def iam_evaluates_requests_signed_by_roles_and_users() -> None:
+    """AWS: every request is authorised against its signer's identity policies and the resource's policy, with
+    the request's condition keys; a role's temporary credentials carry the role's permissions and nothing else.
+    moto 5.2.5 (server mode): no request is authorised at all unless INITIAL_NO_AUTH_ACTION_COUNT is lowered,
+    and then every request must be signed by a known IAM key (the deployer's `local` key would be refused), non-S3
+    calls are judged against the resource `*`, and conditions are ignored. Here a request signed by an assumed
+    role's or IAM user's key is evaluated by iam_enforcement (resources, conditions, explicit deny, bucket and key
+    policies, S3's KMS calls on the caller's behalf); any other key is the unrestricted deployer."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    from dmp_deploy.local import iam_enforcement as iam
+
+    normal = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+    s3_action = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
+
+    def principal(self, s3: bool):
+        key, token = iam.request_key(self.headers, getattr(self, "querystring", {}))
+        try:
+            return iam.principal_for_key(key, token, self.current_account)
+        except ValueError as exc:
+            raise _invalid_token(self, str(exc), s3) from None
+
+    def service_of(self) -> str:
+        auth = self.headers.get("Authorization") or ""
+        scope = iam.re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", auth)
+        return scope.group(1) if scope else self.service_name
+
+    def authorize_normal(self, resource: str = "*") -> None:
+        who = principal(self, s3=False)
+        if who is None:
+            return normal(self, resource)
+        service = service_of(self)
+        try:
+            for request in iam.api_request(self, service, self._get_action()):
+                iam.check_request(who, request)
+        except iam.AccessDenied as exc:
+            iam.record("request", exc)
+            raise _access_denied(self, exc) from None
+
+    def authorize_s3(self, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        who = principal(self, s3=True)
+        if who is None:
+            return s3_action(self, bucket_name, key_name)
+        try:
+            iam.check_request(who, iam.s3_request(self, bucket_name, key_name))
+        except iam.AccessDenied as exc:
+            iam.record("request", exc)
+            raise _access_denied(self, exc, s3=True) from None
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authorize_normal
+    ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = authorize_s3
+
+    reset = MotoAPIBackend.reset
+
+    def reset_with_denials(self) -> None:
+        iam.clear_denials()
+        reset(self)
+
+    MotoAPIBackend.reset = reset_with_denials
