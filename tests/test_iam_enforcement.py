@@ -69,3 +69,114 @@ def test_the_copier_role_reads_uploads_and_nothing_else(applied):
         copier.delete_object(Bucket=BUCKET, Key="uploads/users.jsonl")
     (denial, _) = iam_enforcement.denials()
     assert denial.action == "s3:GetObject" and COPIER_ROLE.rsplit("/", 1)[1] in denial.principal
+
+
+# --- the state machine's role: ecs:RunTask and iam:PassRole, when the Task state runs ----------------------------
+
+STATES_ROLE = names.role_arn(CONFIG, f"{CONFIG.prefix}-add-users-states")
+MACHINE_ARN = f"arn:aws:states:{CONFIG.environment.region}:{ACCOUNT}:stateMachine:{CONFIG.prefix}-add-users"
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The workflow retries ECS.AccessDeniedException (a new role propagating) 4 times with 5 s backoff: the
+    same retries, each wait a hundredth as long."""
+    import time
+    import types
+
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    monkeypatch.setattr(retrier_decl, "time", types.SimpleNamespace(sleep=lambda s: time.sleep(s / 100)))
+
+
+def states_policy(local_aws) -> dict:
+    iam = local_aws.client("iam")
+    name = STATES_ROLE.rsplit("/", 1)[1]
+    return iam.get_role_policy(RoleName=name, PolicyName="add-users-workflow")["PolicyDocument"]
+
+
+def put_states_policy(local_aws, document: dict) -> None:
+    local_aws.client("iam").put_role_policy(RoleName=STATES_ROLE.rsplit("/", 1)[1],
+                                            PolicyName="add-users-workflow", PolicyDocument=json.dumps(document))
+
+
+def upload(local_aws, key: str = "uploads/users.jsonl") -> None:
+    line = {"emailAddress": "a@example.com", "name": "A", "password": "Correct-Horse-9", "role": "buyer"}
+    local_aws.client("s3").put_object(Bucket=BUCKET, Key=key, Body=(json.dumps(line) + "\n").encode(),
+                                      ServerSideEncryption="aws:kms", SSEKMSKeyId=key_arn(local_aws),
+                                      IfNoneMatch="*")
+
+
+def finished_execution(local_aws, timeout: float = 90) -> dict:
+    import time
+
+    sfn = local_aws.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = sfn.list_executions(stateMachineArn=MACHINE_ARN)["executions"]
+        if listed and listed[0]["status"] != "RUNNING":
+            return sfn.describe_execution(executionArn=listed[0]["executionArn"])
+        assert time.monotonic() < deadline, f"no finished execution: {listed}"
+        time.sleep(0.25)
+
+
+def failed_tasks(local_aws, execution_arn: str) -> list[tuple[str, str, str]]:
+    """(state, error, cause) of every TaskFailed event."""
+    events = local_aws.client("stepfunctions").get_execution_history(executionArn=execution_arn,
+                                                                     maxResults=1000)["events"]
+    state, out = None, []
+    for event in events:
+        if "stateEnteredEventDetails" in event:
+            state = event["stateEnteredEventDetails"]["name"]
+        if event["type"] == "TaskFailed":
+            out.append((state, event["taskFailedEventDetails"]["error"], event["taskFailedEventDetails"]["cause"]))
+    return out
+
+
+def _without_family(document: dict, family: str) -> dict:
+    for statement in document["Statement"]:
+        if statement.get("Sid") == "RunTheWorkflowTasks":
+            statement["Resource"] = [r for r in statement["Resource"] if f"/{family}:" not in r]
+    return document
+
+
+def _without_pass_role(document: dict) -> dict:
+    document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != "PassTheTaskRoles"]
+    return document
+
+
+def _unversioned_family_arns(document: dict) -> dict:
+    """`task-definition/FAMILY` without `:*`: ECS authorises the resolved revision, which it does not match."""
+    for statement in document["Statement"]:
+        if statement.get("Sid") == "RunTheWorkflowTasks":
+            statement["Resource"] = [r.rsplit(":", 1)[0] for r in statement["Resource"]]
+    return document
+
+
+@pytest.mark.parametrize("break_policy, action, first_state", [
+    (lambda d: _without_family(d, f"{CONFIG.prefix}-add-users"), "ecs:RunTask", "AddUsers"),
+    (_unversioned_family_arns, "ecs:RunTask", "CopyToEfs"),
+    (_without_pass_role, "iam:PassRole", "CopyToEfs"),
+])
+def test_a_wrong_state_machine_policy_fails_the_task_state_naming_role_and_action(applied, quick_retries,
+                                                                                   break_policy, action,
+                                                                                   first_state):
+    put_states_policy(applied, break_policy(states_policy(applied)))
+    upload(applied)
+    execution = finished_execution(applied)
+    assert execution["status"] == "FAILED"
+    failures = failed_tasks(applied, execution["executionArn"])
+    state, error, cause = failures[0]
+    assert (state, error) == (first_state, "ECS.AccessDeniedException")
+    role_name = STATES_ROLE.rsplit("/", 1)[1]
+    assert f"assumed-role/{role_name}/StepFunctions is not authorized to perform: {action}" in cause
+    assert len([f for f in failures if f[0] == first_state]) == 5  # the first attempt and the 4 retries
+    assert action in execution["cause"] and role_name in execution["cause"]
+    assert any(d.action == action for d in iam_enforcement.denials())
+
+
+def test_the_deployed_state_machine_policy_runs_the_workflow(applied):
+    upload(applied)
+    execution = finished_execution(applied)
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert iam_enforcement.denials() == []

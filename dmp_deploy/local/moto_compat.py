@@ -346,8 +346,8 @@ def stepfunctions_ecs_sync_fails_when_a_container_fails() -> None:
 
     def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
         resolve = build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials)
-        ecs = boto_client_for(region=resource_runtime_part.region, service="ecs",
-                              state_credentials=state_credentials)
+        # The emulator's own look-up (Step Functions reads the task, not its definition): unsigned, not the role's.
+        ecs = boto_client_for(region=resource_runtime_part.region, service="ecs", state_credentials=None)
 
         def resolve_or_fail():
             task = resolve()
@@ -1342,3 +1342,70 @@ def iam_evaluates_requests_signed_by_roles_and_users() -> None:
         reset(self)
 
     MotoAPIBackend.reset = reset_with_denials
+
+
+_ROLE_SESSIONS: dict[str, object] = {}  # role ARN -> the embedded STS session Step Functions signs with
+_ROLE_SESSIONS_LOCK = _threading.Lock()
+
+
+def _role_credentials(role_arn: str, region: str, session_name: str):
+    """A live session of `role_arn` from the embedded STS (in-process, as the service itself would assume it)."""
+    from datetime import datetime, timezone
+
+    from moto.sts.models import sts_backends
+
+    account = role_arn.split(":")[4]
+    backend = sts_backends[account]["aws"]
+    with _ROLE_SESSIONS_LOCK:
+        session = _ROLE_SESSIONS.get(role_arn)
+        fresh = session is not None and any(s is session for s in backend.assumed_roles) and \
+            session.expiration.replace(tzinfo=timezone.utc) > datetime.now(timezone.utc)
+        if not fresh:
+            session = backend.assume_role(region_name=region, role_session_name=session_name, role_arn=role_arn,
+                                          policy=None, duration=3600, external_id=None)
+            _ROLE_SESSIONS[role_arn] = session
+        return session
+
+
+@gap
+def stepfunctions_calls_services_as_the_machines_role() -> None:
+    """AWS: a state machine's service integrations (ecs:runTask, aws-sdk:s3:deleteObject, ...) call the service
+    with the machine's role (or the state's Credentials role): what the role's policies do not allow fails the
+    Task state with the service's error (ECS: `ECS.AccessDeniedException`, naming the role and action).
+    moto 5.2.5 signs every such call with the fixed key `ak`, so no policy matters. Here they are signed with a
+    session of the role from the embedded STS (session name `StepFunctions`), so
+    `iam_evaluates_requests_signed_by_roles_and_users` judges them; a call made without a role (the emulator's
+    own bookkeeping) keeps the unrestricted key."""
+    import sys
+
+    import boto3
+    from botocore.config import Config
+
+    from moto.core.models import botocore_stubber
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+
+    def boto_client_for(region: str, service: str, state_credentials=None):
+        role_arn = getattr(state_credentials, "role_arn", None)
+        if not role_arn or botocore_stubber.enabled:
+            return original(region, service, state_credentials)
+        session = _role_credentials(role_arn, region, "StepFunctions")
+        return boto3.client(
+            service_name=service, region_name=region, endpoint_url=f"http://localhost:{moto_server_port()}",
+            aws_access_key_id=session.access_key_id, aws_secret_access_key=session.secret_access_key,
+            aws_session_token=session.session_token,
+            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                          connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+                          read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS))
+
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk  # noqa: F401
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs  # noqa: F401
+
+    boto_client.boto_client_for = boto_client_for
+    for module in list(sys.modules.values()):  # every interpreter module that imported it by name
+        if getattr(module, "__name__", "").startswith("moto.stepfunctions") and \
+                getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for
