@@ -1409,3 +1409,63 @@ def stepfunctions_calls_services_as_the_machines_role() -> None:
         if getattr(module, "__name__", "").startswith("moto.stepfunctions") and \
                 getattr(module, "boto_client_for", None) is original:
             module.boto_client_for = boto_client_for
+
+
+FAILED_INVOCATIONS = ("AWS/Events", "FailedInvocations")  # CloudWatch namespace and metric, dimension RuleName
+
+
+@gap
+def eventbridge_starts_step_functions_as_the_target_role() -> None:
+    """AWS: EventBridge invokes a Step Functions target as the target's RoleArn: the role must trust
+    events.amazonaws.com and allow `states:StartExecution`, which Step Functions authorises against the
+    UNQUALIFIED machine ARN with the alias or version as `states:StateMachineQualifier`. A refused invocation
+    starts nothing and is counted in the rule's `FailedInvocations` metric (namespace AWS/Events, dimension
+    RuleName; the event goes to the target's dead-letter queue, if it has one). moto 5.2.5 (with
+    `eventbridge_delivers_to_step_functions` above) starts the execution whatever the role. Here each Step Functions
+    target is authorised first (iam_enforcement.deliver_as); a refusal is logged naming the role and action, kept
+    in iam_enforcement.denials(), and counted in FailedInvocations. Dead-letter queues are not emulated."""
+    import copy
+
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core.utils import utcnow
+    from moto.events.models import Rule
+
+    from dmp_deploy.local import iam_enforcement as iam
+
+    deliver = Rule.send_to_targets
+
+    def send_to_targets(self, event, transform_input: bool = True) -> None:
+        if self.state != "ENABLED" or not self.event_pattern.matches_event(event):
+            return deliver(self, event, transform_input)
+        allowed = []
+        for target in self.targets:
+            if target["Arn"].split(":")[2] == "states":
+                try:
+                    iam.deliver_as(target.get("RoleArn"), target["Arn"])
+                except iam.AccessDenied as exc:
+                    iam.record("eventbridge", exc, rule=self.name, target=target["Id"], role=target.get("RoleArn"))
+                    cloudwatch_backends[self.account_id][self.region_name].put_metric_data(
+                        namespace=FAILED_INVOCATIONS[0], metric_data=[{
+                            "MetricName": FAILED_INVOCATIONS[1], "Value": 1.0, "Unit": "Count",
+                            "Timestamp": utcnow(), "Dimensions": [{"Name": "RuleName", "Value": self.name}]}])
+                    continue
+            allowed.append(target)
+        permitted = copy.copy(self)
+        permitted.targets = allowed
+        return deliver(permitted, event, transform_input)
+
+    Rule.send_to_targets = send_to_targets
+
+
+@gap
+def s3_bucket_policies_are_judged_with_their_conditions() -> None:
+    """AWS: a bucket policy is evaluated with the request's condition keys (`s3:x-amz-server-side-encryption`,
+    `s3:if-none-match`, `aws:SecureTransport`, ...). moto 5.2.5 evaluates it for object calls by anyone, with no
+    request context and every operator but StringEquals taken as matching, so the add-users bucket policy's
+    denies refuse every PutObject, even a compliant one. Here moto's own check is off; the policy is judged by
+    iam_enforcement with the request's context, for the requests it evaluates (role sessions and IAM users; the
+    deployer's `local` key is unrestricted)."""
+    from moto.iam.access_control import PermissionResult
+    from moto.s3.models import FakeBucket
+
+    FakeBucket.get_permission = lambda self, action, resource: PermissionResult.NEUTRAL
