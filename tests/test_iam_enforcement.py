@@ -180,3 +180,117 @@ def test_the_deployed_state_machine_policy_runs_the_workflow(applied):
     execution = finished_execution(applied)
     assert execution["status"] == "SUCCEEDED", execution.get("cause")
     assert iam_enforcement.denials() == []
+
+
+# --- the trigger: EventBridge starts the workflow only as a role allowed to ---------------------------------------
+
+TRIGGER_ROLE = names.role_arn(CONFIG, f"{CONFIG.prefix}-add-users-trigger")
+RULE = f"{CONFIG.prefix}-add-users-uploads"
+
+
+def users_file(tmp_path) -> str:
+    path = tmp_path / "users.jsonl"
+    path.write_text(json.dumps({"emailAddress": "a@example.com", "name": "A", "password": "Correct-Horse-9",
+                                "role": "buyer"}) + "\n")
+    return str(path)
+
+
+def put_trigger_policy(local_aws, statement: dict) -> None:
+    local_aws.client("iam").put_role_policy(
+        RoleName=TRIGGER_ROLE.rsplit("/", 1)[1], PolicyName="add-users-workflow",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+def failed_invocations(local_aws) -> float:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    points = local_aws.client("cloudwatch").get_metric_statistics(
+        Namespace="AWS/Events", MetricName="FailedInvocations", Dimensions=[{"Name": "RuleName", "Value": RULE}],
+        StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=1), Period=60,
+        Statistics=["Sum"])["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
+@pytest.mark.parametrize("statement", [
+    # the policy as it was: the alias ARN, which Step Functions never authorises a start against
+    {"Effect": "Allow", "Action": "states:StartExecution", "Resource": f"{MACHINE_ARN}:live"},
+    # the right ARN, but another qualifier than the alias the rule targets
+    {"Effect": "Allow", "Action": "states:StartExecution", "Resource": MACHINE_ARN,
+     "Condition": {"StringEquals": {"states:StateMachineQualifier": "canary"}}},
+])
+def test_a_trigger_role_that_may_not_start_the_alias_starts_nothing_and_add_users_says_so(
+        applied, run_cli, tmp_path, monkeypatch, caplog, statement):
+    from dmp_deploy.commands import add_users
+
+    monkeypatch.setattr(add_users, "LOCAL_START_TIMEOUT_SECONDS", 2.0)
+    put_trigger_policy(applied, statement)
+    with caplog.at_level("WARNING", logger="dmp_deploy.local.iam"):
+        result = run_cli("add-users", "--env", "local", users_file(tmp_path))
+
+    assert result.code == 1, result.stdout + result.stderr
+    assert "no execution started: the upload s3://" in result.stderr
+    assert "no user was added" in result.stderr and RULE in result.stderr and "add-users-trigger" in result.stderr
+    assert applied.client("stepfunctions").list_executions(stateMachineArn=MACHINE_ARN)["executions"] == []
+    # the embedded AWS logged the refused delivery naming the role and the action, and counted it as AWS does
+    role_name = TRIGGER_ROLE.rsplit("/", 1)[1]
+    (denial,) = [d for d in iam_enforcement.denials() if d.source == "eventbridge"]
+    assert denial.action == "states:StartExecution" and f"assumed-role/{role_name}/" in denial.principal
+    assert denial.resource == MACHINE_ARN and denial.detail["rule"] == RULE
+    logged = [r.getMessage() for r in caplog.records if r.name == "dmp_deploy.local.iam"]
+    assert any(role_name in m and "states:StartExecution" in m for m in logged)
+    assert failed_invocations(applied) == 1.0
+
+
+def test_the_deployed_trigger_role_starts_the_workflow(applied, run_cli, tmp_path):
+    result = run_cli("add-users", "--env", "local", users_file(tmp_path))
+    assert result.code == 0, result.stdout + result.stderr
+    assert [d for d in iam_enforcement.denials()] == []
+    assert failed_invocations(applied) == 0
+
+
+# --- the operative: add-users uploads as the operative role, under its policy and the bucket policy ---------------
+
+OPERATIVE_ROLE = names.role_arn(CONFIG, f"{CONFIG.prefix}-add-users-operative")
+
+
+def test_add_users_uploads_as_the_operative_so_a_role_without_put_object_is_refused(applied, run_cli, tmp_path):
+    iam = applied.client("iam")
+    role_name = OPERATIVE_ROLE.rsplit("/", 1)[1]
+    document = iam.get_role_policy(RoleName=role_name, PolicyName="add-users-workflow")["PolicyDocument"]
+    document["Statement"] = [s for s in document["Statement"] if s["Action"] != "s3:PutObject"]
+    iam.put_role_policy(RoleName=role_name, PolicyName="add-users-workflow", PolicyDocument=json.dumps(document))
+
+    result = run_cli("add-users", "--env", "local", users_file(tmp_path))
+    assert result.code == 1
+    assert "the upload was refused (AccessDenied)" in result.stderr and "Nothing was uploaded" in result.stderr
+    assert "Contents" not in applied.client("s3").list_objects_v2(Bucket=BUCKET)
+    (denial,) = iam_enforcement.denials()
+    assert denial.action == "s3:PutObject" and f"assumed-role/{role_name}/add-users-operative" in denial.principal
+    assert "no identity-based policy allows" in denial.message
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({"ServerSideEncryption": "aws:kms", "KMS": True}, "explicit deny in a resource-based policy"),  # no If-None-Match
+    ({"IfNoneMatch": "*"}, "explicit deny in a resource-based policy"),  # not SSE-KMS
+    ({"ServerSideEncryption": "aws:kms", "KMS": True, "IfNoneMatch": "*", "Key": "elsewhere/u.jsonl"},
+     "no identity-based policy allows"),  # outside the upload prefix
+])
+def test_the_operatives_put_object_is_held_to_the_bucket_policy(applied, headers, reason):
+    session = assume(applied, OPERATIVE_ROLE, "operative", SerialNumber="arn:aws:iam::123456789012:mfa/x",
+                     TokenCode="123456")
+    s3 = client(applied, session, "s3")
+    params = {k: v for k, v in headers.items() if k not in ("KMS", "Key")}
+    if headers.get("KMS"):
+        params["SSEKMSKeyId"] = key_arn(applied)
+    key = headers.get("Key", "uploads/u.jsonl")
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}\n", **params)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert reason in refused.value.response["Error"]["Message"]
+    # the compliant upload is stored, and a second one to the same key is refused by S3 itself
+    s3.put_object(Bucket=BUCKET, Key="uploads/ok.jsonl", Body=b"{}\n", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId=key_arn(applied), IfNoneMatch="*")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=BUCKET, Key="uploads/ok.jsonl", Body=b"{}\n", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId=key_arn(applied), IfNoneMatch="*")

@@ -160,7 +160,12 @@ def principal_for_key(access_key_id: str, session_token: str | None, account: st
             raise ValueError("The security token included in the request is invalid.")
         if assumed.expiration.replace(tzinfo=timezone.utc) < datetime.now(timezone.utc):
             raise ValueError("The security token included in the request is expired")
-        return role_principal(assumed.role_arn, assumed.session_name, account)
+        try:
+            return role_principal(assumed.role_arn, assumed.session_name, account)
+        except Exception:  # noqa: BLE001 - moto's NotFoundException: the role was deleted, nothing is allowed
+            name = assumed.role_arn.rsplit("/", 1)[-1]
+            session_arn = f"arn:aws:sts::{account}:assumed-role/{name}/{assumed.session_name}"
+            return Principal(session_arn, account, (assumed.role_arn, session_arn), [])
     iam = _iam(account)
     for user in iam.users.values():
         if any(k.access_key_id == access_key_id and k.status == "Active" for k in user.access_keys):
@@ -355,21 +360,23 @@ def _base_context(principal: Principal) -> dict:
             "aws:SecureTransport": "false"}
 
 
-def trusts(role_arn: str, service: str) -> bool:
-    """Whether the role's trust policy lets `service` (e.g. events.amazonaws.com) assume it."""
+def trusts(role_arn: str, service: str, source_arn: str | None = None) -> bool:
+    """Whether the role's trust policy lets `service` (e.g. events.amazonaws.com) assume it on behalf of the
+    role's account (`aws:SourceAccount`) and of `source_arn` (`aws:SourceArn`, e.g. the rule)."""
     account = role_arn.split(":")[4]
     try:
         role = _iam(account).get_role_by_arn(role_arn)
     except Exception:  # noqa: BLE001 - moto's NotFoundException: a missing role trusts no one
         return False
     document = _as_dict(role.assume_role_policy_document)
-    verdict, _ = evaluate(document, "sts:AssumeRole", None, {}, None, service=service, resource_policy=True)
+    context = {"aws:sourceaccount": account} | ({"aws:sourcearn": source_arn} if source_arn else {})
+    verdict, _ = evaluate(document, "sts:AssumeRole", None, context, None, service=service, resource_policy=True)
     return verdict == ALLOW
 
 
 # --- the workflow's authorisations by services, not requests ------------------------------------------------------
 
-def deliver_as(role_arn: str, target_arn: str) -> None:
+def deliver_as(role_arn: str, target_arn: str, rule_arn: str | None = None) -> None:
     """EventBridge starting a Step Functions target (a machine, version or alias ARN) as `role_arn`.
     Step Functions authorises a start through a version or alias against the UNQUALIFIED machine ARN, with the
     version number or alias name as `states:StateMachineQualifier` (AWS: "Authorization for versions and
@@ -379,7 +386,7 @@ def deliver_as(role_arn: str, target_arn: str) -> None:
     if not role_arn:
         raise AccessDenied("events.amazonaws.com", "states:StartExecution", machine,
                            "the target has no role (a Step Functions target needs one)")
-    if not trusts(role_arn, "events.amazonaws.com"):
+    if not trusts(role_arn, "events.amazonaws.com", rule_arn):
         raise AccessDenied("events.amazonaws.com", "sts:AssumeRole", role_arn,
                            "the role's trust policy does not allow events.amazonaws.com to assume it")
     principal = role_principal(role_arn, "eventbridge-delivery")

@@ -1441,7 +1441,7 @@ def eventbridge_starts_step_functions_as_the_target_role() -> None:
         for target in self.targets:
             if target["Arn"].split(":")[2] == "states":
                 try:
-                    iam.deliver_as(target.get("RoleArn"), target["Arn"])
+                    iam.deliver_as(target.get("RoleArn"), target["Arn"], self.arn)
                 except iam.AccessDenied as exc:
                     iam.record("eventbridge", exc, rule=self.name, target=target["Id"], role=target.get("RoleArn"))
                     cloudwatch_backends[self.account_id][self.region_name].put_metric_data(
