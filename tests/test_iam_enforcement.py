@@ -294,3 +294,59 @@ def test_the_operatives_put_object_is_held_to_the_bucket_policy(applied, headers
     with pytest.raises(ClientError, match="PreconditionFailed"):
         s3.put_object(Bucket=BUCKET, Key="uploads/ok.jsonl", Body=b"{}\n", ServerSideEncryption="aws:kms",
                       SSEKMSKeyId=key_arn(applied), IfNoneMatch="*")
+
+
+# --- EFS: the mounts the runner makes, as EFS authorises them for an `iam: ENABLED` mount --------------------------
+
+def task_role(stem: str) -> str:
+    return names.role_arn(CONFIG, names.task_role(CONFIG, stem))
+
+
+def file_system_and_access_point(local_aws) -> tuple[str, str]:
+    efs = local_aws.client("efs")
+    (access_point,) = efs.describe_access_points()["AccessPoints"]
+    return access_point["FileSystemId"], access_point["AccessPointId"]
+
+
+@pytest.mark.parametrize("stem, read_only", [
+    ("add-users-copier", False), ("add-users-cleaner", False), ("add-users", True), ("add-users-copier", True)])
+def test_the_workflow_task_roles_may_mount_as_their_tasks_do(applied, stem, read_only):
+    file_system, access_point = file_system_and_access_point(applied)
+    iam_enforcement.authorize_mount(task_role(stem), file_system, access_point, read_only)
+    assert iam_enforcement.denials() == []
+
+
+def test_the_add_users_task_may_not_mount_read_write(applied):
+    file_system, access_point = file_system_and_access_point(applied)
+    with pytest.raises(iam_enforcement.MountRefused) as refused:
+        iam_enforcement.authorize_mount(task_role("add-users"), file_system, access_point, read_only=False)
+    message = str(refused.value)
+    assert "assumed-role/dmp-local-add-users-task/" in message
+    assert "elasticfilesystem:ClientWrite" in message and file_system in message and "read-write" in message
+    (denial,) = iam_enforcement.denials()
+    assert (denial.source, denial.action) == ("efs", "elasticfilesystem:ClientWrite")
+
+
+def test_a_role_the_file_system_policy_does_not_name_may_not_mount(applied):
+    file_system, access_point = file_system_and_access_point(applied)
+    with pytest.raises(iam_enforcement.MountRefused, match="elasticfilesystem:ClientMount"):
+        iam_enforcement.authorize_mount(STATES_ROLE, file_system, access_point, read_only=True)
+
+
+def test_an_explicit_deny_in_the_task_role_wins_over_the_file_system_policy(applied):
+    file_system, access_point = file_system_and_access_point(applied)
+    applied.client("iam").put_role_policy(
+        RoleName=names.task_role(CONFIG, "add-users-copier"), PolicyName="no-other-access-point",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Action": "elasticfilesystem:Client*", "Resource": "*",
+            "Condition": {"StringNotEquals": {"elasticfilesystem:AccessPointArn": "arn:aws:elasticfilesystem:"
+                                                                               "eu-west-2:123456789012:"
+                                                                               "access-point/fsap-other"}}}]}))
+    with pytest.raises(iam_enforcement.MountRefused, match="explicit deny in an identity-based policy"):
+        iam_enforcement.authorize_mount(task_role("add-users-copier"), file_system, access_point, read_only=True)
+
+
+def test_an_access_point_of_another_file_system_is_refused(applied):
+    file_system, _ = file_system_and_access_point(applied)
+    with pytest.raises(iam_enforcement.MountRefused, match="access point fsap-nope does not exist"):
+        iam_enforcement.authorize_mount(task_role("add-users"), file_system, "fsap-nope", read_only=True)
