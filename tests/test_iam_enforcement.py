@@ -350,3 +350,91 @@ def test_an_access_point_of_another_file_system_is_refused(applied):
     file_system, _ = file_system_and_access_point(applied)
     with pytest.raises(iam_enforcement.MountRefused, match="access point fsap-nope does not exist"):
         iam_enforcement.authorize_mount(task_role("add-users"), file_system, "fsap-nope", read_only=True)
+
+
+# --- the evaluation rules, as pure functions -----------------------------------------------------------------------
+
+ROLE = "arn:aws:iam::123456789012:role/dmp-deploy/r"
+SESSION = "arn:aws:sts::123456789012:assumed-role/r/s"
+
+
+def principal(*statements: dict) -> iam_enforcement.Principal:
+    return iam_enforcement.Principal(SESSION, ACCOUNT, (ROLE, SESSION),
+                                     [{"Version": "2012-10-17", "Statement": list(statements)}] if statements else [])
+
+
+def allow(action="s3:GetObject", resource="arn:aws:s3:::b/*", **extra) -> dict:
+    return {"Effect": "Allow", "Action": action, "Resource": resource, **extra}
+
+
+@pytest.mark.parametrize("condition, context, allowed", [
+    ({"StringEquals": {"k:a": "x"}}, {"k:a": "x"}, True),
+    ({"StringEquals": {"k:a": "x"}}, {}, False),                      # a missing key fails a positive operator
+    ({"StringNotEquals": {"k:a": "x"}}, {}, True),                    # ... and satisfies a negated one
+    ({"StringNotEquals": {"k:a": ["x", "y"]}}, {"k:a": "y"}, False),
+    ({"StringEqualsIfExists": {"k:a": "x"}}, {}, True),
+    ({"StringEqualsIfExists": {"k:a": "x"}}, {"k:a": "z"}, False),
+    ({"StringLike": {"k:a": "up/*"}}, {"k:a": "up/x"}, True),
+    ({"StringLike": {"k:a": "up/?"}}, {"k:a": "up/xy"}, False),
+    ({"StringEqualsIgnoreCase": {"k:a": "ABC"}}, {"k:a": "abc"}, True),
+    ({"ArnLike": {"k:a": "arn:aws:ecs:*:123456789012:cluster/*"}},
+     {"k:a": "arn:aws:ecs:eu-west-2:123456789012:cluster/c"}, True),
+    ({"ArnEquals": {"k:a": "arn:aws:ecs:eu-west-2:123456789012:cluster/c"}},
+     {"k:a": "arn:aws:ecs:eu-west-2:123456789012:cluster/d"}, False),
+    ({"Bool": {"k:a": "true"}}, {"k:a": "true"}, True),
+    ({"Bool": {"k:a": "true"}}, {}, False),
+    ({"Null": {"k:a": "true"}}, {}, True),
+    ({"Null": {"k:a": "false"}}, {}, False),
+    ({"NumericLessThanEquals": {"k:a": "10"}}, {"k:a": "3"}, True),
+    ({"ForAllValues:StringEquals": {"k:a": ["x", "y"]}}, {"k:a": ["x", "y"]}, True),
+    ({"ForAllValues:StringEquals": {"k:a": ["x"]}}, {"k:a": ["x", "y"]}, False),
+    ({"ForAnyValue:StringEquals": {"k:a": ["y"]}}, {"k:a": ["x", "y"]}, True),
+    ({"StringEquals": {"K:A": "x"}}, {"k:a": "x"}, True),                # condition keys are case-insensitive
+    ({"DateLessThan": {"aws:CurrentTime": "2030-01-01"}}, {}, False),  # unknown operator: an Allow fails closed
+])
+def test_conditions(condition, context, allowed):
+    who = principal(allow(Condition=condition))
+    if allowed:
+        iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k", context)
+    else:
+        with pytest.raises(iam_enforcement.AccessDenied):
+            iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k", context)
+
+
+def test_an_unknown_operator_in_a_deny_applies():
+    who = principal(allow(), {"Effect": "Deny", "Action": "s3:*", "Resource": "*",
+                              "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2030-01-01"}}})
+    with pytest.raises(iam_enforcement.AccessDenied, match="explicit deny in an identity-based policy"):
+        iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k")
+
+
+@pytest.mark.parametrize("statements, resource_policy, required, outcome", [
+    ([allow()], None, False, None),
+    ([], None, False, "no identity-based policy allows the s3:GetObject action"),
+    ([allow(action="s3:Get*")], None, False, None),                               # action wildcards
+    ([allow(action="S3:getobject")], None, False, None),                          # actions ignore case
+    ([allow(resource="arn:aws:s3:::B/*")], None, False, "no identity-based policy"),  # resources do not
+    ([{"Effect": "Allow", "NotAction": "s3:Delete*", "Resource": "*"}], None, False, None),
+    ([allow(), {"Effect": "Deny", "Action": "s3:GetObject", "NotResource": "arn:aws:s3:::b/k"}], None, False, None),
+    ([allow()], {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*"}]}, False,
+     "explicit deny in a resource-based policy"),
+    # same account: a resource policy naming the role grants alone; naming the account only delegates
+    ([], {"Statement": [{"Effect": "Allow", "Principal": {"AWS": ROLE}, "Action": "s3:GetObject",
+                         "Resource": "*"}]}, False, None),
+    ([], {"Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                         "Action": "s3:GetObject", "Resource": "*"}]}, False, "no identity-based policy"),
+    # KMS: the key policy must allow, directly or by delegating to the account's IAM policies
+    ([allow()], {"Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                                "Action": "s3:*", "Resource": "*"}]}, True, None),
+    ([allow()], {"Statement": []}, True, "no resource-based policy allows"),
+    ([allow()], None, True, "no resource-based policy allows"),
+])
+def test_policy_evaluation(statements, resource_policy, required, outcome):
+    who = principal(*statements)
+    call = lambda: iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k", {}, resource_policy,  # noqa: E731
+                                             required)
+    if outcome is None:
+        call()
+    else:
+        with pytest.raises(iam_enforcement.AccessDenied, match=outcome):
+            call()

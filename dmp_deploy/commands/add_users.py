@@ -298,8 +298,8 @@ def not_started_message(config: Config, report: Report, timeout: float) -> str:
             f"rule {rule} (enabled, targeting the state machine's `live` alias) and its role {role}, which must "
             f"be allowed states:StartExecution on the state machine; refused deliveries show in the rule's "
             f"FailedInvocations metric (CloudWatch, AWS/Events){where}. `python run.py plan --env {config.env}` "
-            f"shows a trigger that differs from the declared one. The file stays in the bucket until it expires "
-            f"(within a day): do not upload it again before the trigger works. See {RUNBOOK}, "
+            f"shows a trigger that differs from the declared one. The file stays in the bucket (it expires within "
+            f"a day): do not upload it again until the trigger works. See {RUNBOOK}, "
             f"'No execution started'.")
 
 
