@@ -1374,8 +1374,12 @@ def stepfunctions_calls_services_as_the_machines_role() -> None:
     Task state with the service's error (ECS: `ECS.AccessDeniedException`, naming the role and action).
     moto 5.2.5 signs every such call with the fixed key `ak`, so no policy matters. Here they are signed with a
     session of the role from the embedded STS (session name `StepFunctions`), so
-    `iam_evaluates_requests_signed_by_roles_and_users` judges them; a call made without a role (the emulator's
-    own bookkeeping) keeps the unrestricted key."""
+    `iam_evaluates_requests_signed_by_roles_and_users` judges them. A call made without a role (the emulator's
+    own bookkeeping), or as a role that does not exist (a machine AWS would have refused at creation; moto
+    accepts any role ARN), keeps the unrestricted key, with a warning for the latter."""
+    import logging
+
+    log = logging.getLogger("dmp_deploy.local.iam")
     import sys
 
     import boto3
@@ -1388,9 +1392,22 @@ def stepfunctions_calls_services_as_the_machines_role() -> None:
 
     original = boto_client.boto_client_for
 
+    def role_exists(role_arn: str) -> bool:
+        from moto.iam.models import iam_backends
+        try:
+            iam_backends[role_arn.split(":")[4]]["aws"].get_role_by_arn(role_arn)
+            return True
+        except Exception:  # noqa: BLE001 - moto's NotFoundException, or not an IAM role ARN
+            return False
+
     def boto_client_for(region: str, service: str, state_credentials=None):
         role_arn = getattr(state_credentials, "role_arn", None)
         if not role_arn or botocore_stubber.enabled:
+            return original(region, service, state_credentials)
+        if not role_exists(role_arn):
+            # AWS refuses such a machine at CreateStateMachine; moto creates it. Nothing to judge it by.
+            log.warning("state machine role %s does not exist in the embedded IAM: its calls are not evaluated",
+                        role_arn)
             return original(region, service, state_credentials)
         session = _role_credentials(role_arn, region, "StepFunctions")
         return boto3.client(
