@@ -438,3 +438,9 @@ def test_policy_evaluation(statements, resource_policy, required, outcome):
     else:
         with pytest.raises(iam_enforcement.AccessDenied, match=outcome):
             call()
+
+
+def test_a_task_without_a_role_may_not_mount(applied):
+    file_system, access_point = file_system_and_access_point(applied)
+    with pytest.raises(iam_enforcement.MountRefused, match="the task has no IAM role"):
+        iam_enforcement.authorize_mount("", file_system, access_point, read_only=True)

@@ -291,8 +291,11 @@ def not_started_message(config: Config, report: Report, timeout: float) -> str:
     """What the operative reads when the upload was stored but no execution took it: nothing was added, the
     file waits in the bucket, and what to check (the trigger: the rule, its target and its role)."""
     rule, role = f"{config.prefix}-add-users-uploads", f"{config.prefix}-add-users-trigger"
-    where = (" (the embedded AWS logs each refused delivery, naming the role and the action)"
-             if config.environment.embedded_aws else "")
+    where = ""
+    if config.environment.embedded_aws:
+        from dmp_deploy.local import control
+        where = (f"; the embedded AWS logs each refused delivery, naming the role and the action, in "
+                 f"{control.state_dir() / 'server.log'}")
     return (f"no execution started: the upload s3://{report.bucket}/{report.key} was accepted, but no add-users "
             f"execution started within {timeout:.0f} s, so no user was added. Check the trigger: the EventBridge "
             f"rule {rule} (enabled, targeting the state machine's `live` alias) and its role {role}, which must "

@@ -109,10 +109,6 @@ class Principal:
     identity_arns: tuple        # what a resource policy may name to mean this principal
     policies: list = field(default_factory=list)  # identity policy documents (dicts)
 
-    @property
-    def name(self) -> str:
-        return self.arn
-
 
 def _documents(values: Iterable[Any]) -> list[dict]:
     out = []
@@ -405,10 +401,10 @@ def authorize_mount(task_role_arn: str, file_system_id: str, access_point_id: st
     target). The mount is over TLS (the task definition's transitEncryption), so `aws:SecureTransport` is true."""
     from moto.efs.models import efs_backends
 
-    account = task_role_arn.split(":")[4] if task_role_arn.startswith("arn:") else "123456789012"
-    if not task_role_arn:
+    if not task_role_arn or not task_role_arn.startswith("arn:aws:iam::"):
         raise MountRefused(f"EFS refused the mount of {file_system_id} through {access_point_id}: the task has "
-                           f"no role, and the file system requires IAM authorisation")
+                           f"no IAM role ({task_role_arn!r}), and the mount requires IAM authorisation")
+    account = task_role_arn.split(":")[4]
     backend = next((b for region, b in efs_backends[account].items() if file_system_id in b.file_systems_by_id),
                    None)
     if backend is None:
@@ -500,7 +496,7 @@ def s3_request(response, bucket_name: str | None, key_name: str | None) -> Reque
     action = response.data.get("Action") or "*"
     query = response.querystring or {}
     version = _first(query.get("versionId"))
-    if key_name and version and version != "null" or (key_name and version == "null" and action == "DeleteObject"):
+    if key_name and version:  # any versionId, "null" included, asks for the version's own permission
         action = _S3_VERSIONED.get(action, action)
     if action == "ListBucket" and "versions" in query:
         action = "ListBucketVersions"

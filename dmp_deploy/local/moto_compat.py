@@ -1418,8 +1418,11 @@ def stepfunctions_calls_services_as_the_machines_role() -> None:
                           connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
                           read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS))
 
-    import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk  # noqa: F401
-    import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs  # noqa: F401
+    import importlib
+
+    for integration in ("aws_sdk", "ecs"):  # the integrations the workflow uses, imported before patching
+        importlib.import_module("moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
+                                f"state_task_service_{integration}")
 
     boto_client.boto_client_for = boto_client_for
     for module in list(sys.modules.values()):  # every interpreter module that imported it by name
