@@ -40,16 +40,20 @@ class Environment:
         return ctx
 
 
-def connect(config: Config, read_only: bool = False) -> Aws:
+def connect(config: Config, read_only: bool = False, as_operative: bool = False) -> Aws:
     """The seam for this environment: the embedded AWS (started when needed) or the real account.
 
+    `as_operative`: in the embedded AWS, sign as the add-users operative role (dmp_deploy/local/operative.py), so
+    its policies are enforced as AWS enforces them; on AWS the caller's own credentials are the operative's.
     Refuses to go on when the credentials belong to another account than the config names.
     """
     if config.environment.embedded_aws:
-        from dmp_deploy.local import control
+        from dmp_deploy.local import control, operative
         endpoint = control.ensure(config.env)["endpoint"]
+        credentials = (as_operative and operative.credentials(config, endpoint, LOCAL_CREDENTIALS)) or \
+            LOCAL_CREDENTIALS
         aws = Aws(config.environment.region, endpoint_url=endpoint, read_only=read_only,
-                  credentials=LOCAL_CREDENTIALS)
+                  credentials=credentials)
     else:
         aws = Aws(config.environment.region, read_only=read_only)
     for attach_to in list(ON_CONNECT):

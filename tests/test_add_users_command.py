@@ -338,8 +338,10 @@ def test_no_execution_within_the_deadline_is_a_clear_error(local_aws, bucket, ma
     monkeypatch.setattr(add_users, "START_TIMEOUT_SECONDS", 0.3)
     result = run_cli("add-users", "--env", "local", write_users(tmp_path, *VALID))
     assert result.code == 1
-    assert "the upload was not picked up within 0 s: is the trigger deployed? run `python run.py plan" \
-           in result.stderr
+    assert "no execution started: the upload s3://" in result.stderr
+    assert "no add-users execution started within 0 s, so no user was added" in result.stderr
+    assert "dmp-local-add-users-uploads" in result.stderr and "dmp-local-add-users-trigger" in result.stderr
+    assert "`python run.py plan --env local`" in result.stderr
 
 
 def test_missing_state_machine_is_named(local_aws, bucket, config, run_cli, tmp_path):

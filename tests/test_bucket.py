@@ -1,5 +1,5 @@
 """The add-users bucket: canonical form of every setting, create, converge, each out-of-band change detected by
-name and repaired, the TLS policy in staging and production, renames, and why local drops the policy."""
+name and repaired, the TLS policy in staging and production, renames, and why local drops only its TLS statement."""
 
 import json
 from dataclasses import replace
@@ -119,7 +119,8 @@ def test_policy_reads_back_equal_to_the_desired_spelling():
     live["Statement"][0]["Action"] = [live["Statement"][0]["Action"]]
     assert b.policy_from(json.dumps(live), registry) == desired
     assert b.policy_from(None, registry) == "absent"
-    assert b.bucket_policy(BUCKET, OWNED_ARN, enforce=False) == "absent"
+    without_tls = b.bucket_policy(BUCKET, OWNED_ARN, enforce=False)
+    assert not _deny_non_tls(without_tls) and len(without_tls["Statement"]) == 3
 
 
 # --- staging and production enforce TLS; local cannot -------------------------------------------------------
@@ -149,31 +150,46 @@ def test_staging_and_production_deny_non_tls_and_unencrypted_uploads(env, run_cl
     assert _deny_non_tls(rendered.json["resources"]["bucket"][name]["policy"])
 
 
-def test_only_local_drops_the_policy():
-    assert session.render_only("local").resources["bucket"][BUCKET]["policy"] == "absent"
+def test_local_keeps_every_statement_but_tls():
+    policy = session.render_only("local").resources["bucket"][BUCKET]["policy"]
+    assert not _deny_non_tls(policy)
+    assert {s["Sid"] for s in policy["Statement"]} == {
+        "DenyUploadsWithoutSseKms", "DenyUploadsWithAnotherKey", "DenyUploadsThatCouldOverwrite"}
 
 
-def test_moto_cannot_honour_the_policy_so_local_drops_it(local_aws):
-    """Why config/local.toml turns enforce_tls_in_bucket_policy off: in moto 5.2.5 the conditions are ignored.
-    If this fails, moto learned to evaluate them: reconsider keeping the SSE-KMS statements locally."""
-    s3, kms = local_aws.client("s3"), local_aws.client("kms")
+def test_the_embedded_aws_judges_the_policy_with_the_request(local_aws):
+    """moto 5.2.5 alone denied every PutObject under these statements, compliant or not (it ignores the request's
+    context): moto_compat.s3_bucket_policies_are_judged_with_their_conditions hands them to iam_enforcement.
+    A compliant upload by an IAM user allowed to put objects is stored; one without If-None-Match, or encrypted
+    with another key, is refused; the deployer's own key is not evaluated."""
+    import boto3
+
+    s3, kms, iam = local_aws.client("s3"), local_aws.client("kms"), local_aws.client("iam")
     key = kms.create_key()["KeyMetadata"]["Arn"]
+    other_key = kms.create_key()["KeyMetadata"]["Arn"]
     s3.create_bucket(Bucket="compat-policy", CreateBucketConfiguration={"LocationConstraint": local_aws.region})
-    s3.put_object(Bucket="compat-policy", Key="before", Body=b"x")
-    full = b.bucket_policy("compat-policy", key, enforce=True)
-    uploads_only = {**full, "Statement": [s for s in full["Statement"] if not _deny_non_tls({"Statement": [s]})]}
+    s3.put_bucket_policy(Bucket="compat-policy",
+                         Policy=json.dumps(b.bucket_policy("compat-policy", key, enforce=False)))
+    iam.create_user(UserName="uploader")
+    iam.put_user_policy(UserName="uploader", PolicyName="put", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::compat-policy/*"},
+            {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "*"}]}))
+    created = iam.create_access_key(UserName="uploader")["AccessKey"]
+    uploader = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name=local_aws.region,
+                            aws_access_key_id=created["AccessKeyId"],
+                            aws_secret_access_key=created["SecretAccessKey"])
 
-    s3.put_bucket_policy(Bucket="compat-policy", Policy=json.dumps(uploads_only))
-    with pytest.raises(ClientError) as denied:  # a correctly encrypted upload is denied all the same
-        s3.put_object(Bucket="compat-policy", Key="k", Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
-    assert denied.value.response["Error"]["Code"] in ("403", "AccessDenied")
-
-    s3.put_bucket_policy(Bucket="compat-policy", Policy=json.dumps(full))
-    with pytest.raises(ClientError) as denied:  # the TLS statement denies every object read
-        s3.get_object(Bucket="compat-policy", Key="before")
-    assert denied.value.response["Error"]["Code"] in ("403", "AccessDenied")
-    # Bucket-level calls, which the bucket kind makes, are not affected.
-    assert "Policy" in s3.get_bucket_policy(Bucket="compat-policy")
+    uploader.put_object(Bucket="compat-policy", Key="ok", Body=b"x", ServerSideEncryption="aws:kms",
+                        SSEKMSKeyId=key, IfNoneMatch="*")
+    for refused in ({"SSEKMSKeyId": key}, {"SSEKMSKeyId": other_key, "IfNoneMatch": "*"}, {"IfNoneMatch": "*"}):
+        extra = {"ServerSideEncryption": "aws:kms", **refused} if "SSEKMSKeyId" in refused else refused
+        with pytest.raises(ClientError) as denied:
+            uploader.put_object(Bucket="compat-policy", Key="k", Body=b"x", **extra)
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+        assert "explicit deny in a resource-based policy" in denied.value.response["Error"]["Message"]
+    s3.put_object(Bucket="compat-policy", Key="by-the-deployer", Body=b"x")  # unrestricted, as before
+    assert s3.get_object(Bucket="compat-policy", Key="ok")["Body"].read() == b"x"
 
 
 # --- against the embedded AWS -------------------------------------------------------------------------------
@@ -202,8 +218,10 @@ def test_apply_creates_the_bucket_with_every_setting_and_second_apply_changes_no
     assert "Status" not in s3.get_bucket_versioning(Bucket=BUCKET)
     assert {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"]} == {
         "dmp:env": "local", "dmp:managed-by": "dmp-deploy", "dmp:purpose": "add-users"}
-    with pytest.raises(ClientError, match="NoSuchBucketPolicy"):
-        s3.get_bucket_policy(Bucket=BUCKET)
+    # Every statement but TLS (the embedded AWS is plain HTTP), with the key's ARN.
+    live_policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    assert not _deny_non_tls(live_policy) and len(live_policy["Statement"]) == 3
+    assert _key_arn(local_aws) in json.dumps(live_policy)
 
     second = run_cli("apply", "--env", "local", "--json")
     assert second.code == 0, second.stderr
@@ -255,11 +273,12 @@ OUT_OF_BAND = {
     "versioning enabled": (
         lambda s3, kms: s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}),
         ["versioning"]),
-    "a policy added": (
+    "the policy replaced": (
         lambda s3, kms: s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "s3:GetObject",
              "Resource": f"arn:aws:s3:::{BUCKET}/*"}]})),
-        ["policy"]),
+        ["policy.Statement"]),
+    "the policy deleted": (lambda s3, kms: s3.delete_bucket_policy(Bucket=BUCKET), ["policy"]),
 }
 
 

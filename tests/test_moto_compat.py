@@ -106,7 +106,26 @@ def _run_task_state(world: dict, family: str, container: str, sync: bool = True,
 
 
 def _machine(sfn, name: str, definition: dict, publish: bool = False) -> dict:
+    _role_allowed_everything(sfn)
     return sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=ROLE, publish=publish)
+
+
+def _role_allowed_everything(any_client) -> None:
+    """ROLE, trusted by Step Functions and EventBridge and allowed everything: the embedded AWS evaluates what
+    the machine's and the trigger's roles may do (as AWS, which refuses a missing role); these tests are about
+    the emulation, not IAM (tests/test_iam_enforcement.py is)."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=any_client.meta.endpoint_url, region_name=any_client.meta.region_name,
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    try:
+        iam.create_role(RoleName=ROLE.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {
+                "Service": ["states.amazonaws.com", "events.amazonaws.com"]}}]}))
+    except iam.exceptions.EntityAlreadyExistsException:
+        return
+    iam.put_role_policy(RoleName=ROLE.rsplit("/", 1)[1], PolicyName="everything", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
 
 
 def _one_task_machine(sfn, world, family="compat-copier", container="copier", sync=True, **extra):
@@ -416,12 +435,12 @@ def test_put_events_delivers_to_state_machines_with_input_path_and_transformer(l
     pattern = json.dumps({"source": ["compat.test"]})
     events.put_rule(Name="compat-paths", EventPattern=pattern)
     events.put_targets(Rule="compat-paths", Targets=[
-        {"Id": "path", "Arn": machine, "InputPath": "$.detail"},
-        {"Id": "transformer", "Arn": machine, "InputTransformer": {
+        {"Id": "path", "Arn": machine, "RoleArn": ROLE, "InputPath": "$.detail"},
+        {"Id": "transformer", "Arn": machine, "RoleArn": ROLE, "InputTransformer": {
             "InputPathsMap": {"key": "$.detail.key"}, "InputTemplate": '{"uploaded": "<key>"}'}},
-        {"Id": "constant", "Arn": machine, "Input": '{"constant": true}'}])
+        {"Id": "constant", "Arn": machine, "RoleArn": ROLE, "Input": '{"constant": true}'}])
     events.put_rule(Name="compat-disabled", EventPattern=pattern, State="DISABLED")
-    events.put_targets(Rule="compat-disabled", Targets=[{"Id": "never", "Arn": machine}])
+    events.put_targets(Rule="compat-disabled", Targets=[{"Id": "never", "Arn": machine, "RoleArn": ROLE}])
 
     response = events.put_events(Entries=[{"Source": "compat.test", "DetailType": "Test",
                                            "Detail": json.dumps({"key": "uploads/x"})}])

@@ -68,8 +68,12 @@ def delete_kms_key(aws):
 
 
 def delete_bucket_public_access_block(aws):
-    # (The local configuration turns the TLS-only bucket policy off for the embedded AWS: there is none to delete.)
     aws.client("s3").delete_public_access_block(Bucket=BUCKET)
+
+
+def delete_bucket_policy(aws):
+    # (Locally the policy has every statement but the TLS one, which the plain-HTTP embedded AWS cannot honour.)
+    aws.client("s3").delete_bucket_policy(Bucket=BUCKET)
 
 
 def delete_bucket_lifecycle(aws):
@@ -310,6 +314,7 @@ DELETIONS = [
     Deletion("kms_key", delete_kms_key),
     Deletion("bucket", delete_bucket_public_access_block),
     Deletion("bucket", delete_bucket_lifecycle),
+    Deletion("bucket", delete_bucket_policy),
     Deletion("bucket", delete_bucket_notifications),
     Deletion("security_group", delete_security_group),
     Deletion("security_group_rules", delete_security_group_rule),

@@ -51,6 +51,7 @@ log = structlog.get_logger()
 MACHINE_STEM = "add-users"
 # How long to wait for the upload's event to start an execution (EventBridge delivers in seconds).
 START_TIMEOUT_SECONDS = 90.0
+LOCAL_START_TIMEOUT_SECONDS = 15.0
 NO_WAIT_LOOKUP_SECONDS = 10.0  # --no-wait: how long to look for the execution's name before returning
 POLL_SECONDS = 2.0
 LOCAL_POLL_SECONDS = 0.25
@@ -114,7 +115,7 @@ def run(args) -> int:
         return _refuse(report, checked)
     report.users = len(checked.users)
 
-    aws = session.connect(config)  # only now: a bad file never reaches AWS
+    aws = session.connect(config, as_operative=True)  # only now: a bad file never reaches AWS
     report.calls = aws.stats
     started_after = datetime.now(timezone.utc) - CLOCK_MARGIN
     try:
@@ -280,6 +281,31 @@ def _sorted_by(summary: dict) -> datetime:
     return _aware(summary.get("stopDate") or summary.get("redriveDate") or summary["startDate"])
 
 
+def _start_timeout(config: Config) -> float:
+    """The embedded EventBridge delivers while the upload is stored: a short wait is enough there."""
+    return min(START_TIMEOUT_SECONDS, LOCAL_START_TIMEOUT_SECONDS) if config.environment.embedded_aws \
+        else START_TIMEOUT_SECONDS
+
+
+def not_started_message(config: Config, report: Report, timeout: float) -> str:
+    """What the operative reads when the upload was stored but no execution took it: nothing was added, the
+    file waits in the bucket, and what to check (the trigger: the rule, its target and its role)."""
+    rule, role = f"{config.prefix}-add-users-uploads", f"{config.prefix}-add-users-trigger"
+    where = ""
+    if config.environment.embedded_aws:
+        from dmp_deploy.local import control
+        where = (f"; the embedded AWS logs each refused delivery, naming the role and the action, in "
+                 f"{control.state_dir() / 'server.log'}")
+    return (f"no execution started: the upload s3://{report.bucket}/{report.key} was accepted, but no add-users "
+            f"execution started within {timeout:.0f} s, so no user was added. Check the trigger: the EventBridge "
+            f"rule {rule} (enabled, targeting the state machine's `live` alias) and its role {role}, which must "
+            f"be allowed states:StartExecution on the state machine; refused deliveries show in the rule's "
+            f"FailedInvocations metric (CloudWatch, AWS/Events){where}. `python run.py plan --env {config.env}` "
+            f"shows a trigger that differs from the declared one. The file stays in the bucket (it expires within "
+            f"a day): do not upload it again until the trigger works. See {RUNBOOK}, "
+            f"'No execution started'.")
+
+
 def _poll_seconds(config: Config) -> float:
     return LOCAL_POLL_SECONDS if config.environment.embedded_aws else POLL_SECONDS
 
@@ -311,16 +337,14 @@ def _no_wait(aws: Aws, config: Config, report: Report, started_after: datetime) 
 def _wait(aws: Aws, config: Config, report: Report, started_after: datetime) -> int:
     poll = _poll_seconds(config)
     finder = ExecutionFinder(aws, config, report.bucket, report.key, started_after)
+    timeout = _start_timeout(config)
     try:
-        execution = finder.find(START_TIMEOUT_SECONDS, poll)
+        execution = finder.find(timeout, poll)
     except KeyboardInterrupt:
         return _interrupted(report)
     if not execution:
         report.status = "NOT_STARTED"
-        raise UserError(f"the upload was not picked up within {START_TIMEOUT_SECONDS:.0f} s: is the trigger "
-                        f"deployed? run `python run.py plan --env {config.env}`. The file s3://{report.bucket}/"
-                        f"{report.key} stays in the bucket until the workflow processes it. See {RUNBOOK}, "
-                        f"'No execution started'.")
+        raise UserError(not_started_message(config, report, timeout))
     report.execution = {"name": execution["name"], "arn": execution["executionArn"]}
     report.status = execution["status"]
     report.say(f"Execution {execution['name']} started. Following it (Ctrl-C stops watching, not the workflow):")

@@ -346,8 +346,8 @@ def stepfunctions_ecs_sync_fails_when_a_container_fails() -> None:
 
     def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
         resolve = build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials)
-        ecs = boto_client_for(region=resource_runtime_part.region, service="ecs",
-                              state_credentials=state_credentials)
+        # The emulator's own look-up (Step Functions reads the task, not its definition): unsigned, not the role's.
+        ecs = boto_client_for(region=resource_runtime_part.region, service="ecs", state_credentials=None)
 
         def resolve_or_fail():
             task = resolve()
@@ -1307,3 +1307,258 @@ def ecs_runs_the_containers_commands() -> None:
     EC2ContainerServiceBackend.stop_task = stopping_stop_task
     Task.advance = held_advance
     MotoAPIBackend.reset = reset_stopping_processes
+
+
+# --- issue 11: IAM enforced -----------------------------------------------------------------------------------------
+#
+# The evaluation itself is dmp_deploy/local/iam_enforcement.py; the gaps below hook it in where AWS evaluates.
+# Requests signed with the deployer's `local` key are never evaluated (locally the deployer is the account's
+# administrator); those signed with an assumed role's or an IAM user's key always are.
+
+
+def _json_protocol(response) -> bool:
+    return "json" in (response.headers.get("Content-Type") or "") or bool(response.headers.get("X-Amz-Target"))
+
+
+def _access_denied(response, error, s3: bool = False):
+    """AWS's refusal in the request's protocol: S3 `AccessDenied` (403), JSON APIs `AccessDeniedException`
+    (400), query APIs `AccessDenied` (403), with AWS's message (who, what, on which resource, why)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.s3.exceptions import S3ClientError
+
+    if s3:
+        return S3ClientError("AccessDenied", str(error))
+    if _json_protocol(response):
+        return JsonRESTError("AccessDeniedException", str(error))
+    return _xml_error("AccessDenied", str(error), 403)
+
+
+def _xml_error(code: str, message: str, status: int):
+    from moto.core.exceptions import _RESTError
+
+    refusal = _RESTError(code, message)
+    refusal.code = status
+    return refusal
+
+
+def _invalid_token(response, message: str, s3: bool = False):
+    from moto.core.exceptions import JsonRESTError
+    from moto.s3.exceptions import S3ClientError
+
+    if s3:
+        return S3ClientError("InvalidToken", message)
+    if _json_protocol(response):
+        refusal = JsonRESTError("UnrecognizedClientException", message)
+        refusal.code = 403
+        return refusal
+    return _xml_error("InvalidClientTokenId", message, 403)
+
+
+@gap
+def iam_evaluates_requests_signed_by_roles_and_users() -> None:
+    """AWS: every request is authorised against its signer's identity policies and the resource's policy, with
+    the request's condition keys; a role's temporary credentials carry the role's permissions and nothing else.
+    moto 5.2.5 (server mode): no request is authorised at all unless INITIAL_NO_AUTH_ACTION_COUNT is lowered,
+    and then every request must be signed by a known IAM key (the deployer's `local` key would be refused), non-S3
+    calls are judged against the resource `*`, and conditions are ignored. Here a request signed by an assumed
+    role's or IAM user's key is evaluated by iam_enforcement (resources, conditions, explicit deny, bucket and key
+    policies, S3's KMS calls on the caller's behalf); any other key is the unrestricted deployer."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    from dmp_deploy.local import iam_enforcement as iam
+
+    normal = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+    s3_action = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
+
+    def principal(self, s3: bool):
+        key, token = iam.request_key(self.headers, getattr(self, "querystring", {}))
+        try:
+            return iam.principal_for_key(key, token, self.current_account)
+        except ValueError as exc:
+            raise _invalid_token(self, str(exc), s3) from None
+
+    def service_of(self) -> str:
+        auth = self.headers.get("Authorization") or ""
+        scope = iam.re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", auth)
+        return scope.group(1) if scope else self.service_name
+
+    def authorize_normal(self, resource: str = "*") -> None:
+        who = principal(self, s3=False)
+        if who is None:
+            return normal(self, resource)
+        service = service_of(self)
+        try:
+            for request in iam.api_request(self, service, self._get_action()):
+                iam.check_request(who, request)
+        except iam.AccessDenied as exc:
+            iam.record("request", exc)
+            raise _access_denied(self, exc) from None
+
+    def authorize_s3(self, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        who = principal(self, s3=True)
+        if who is None:
+            return s3_action(self, bucket_name, key_name)
+        try:
+            iam.check_request(who, iam.s3_request(self, bucket_name, key_name))
+        except iam.AccessDenied as exc:
+            iam.record("request", exc)
+            raise _access_denied(self, exc, s3=True) from None
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authorize_normal
+    ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = authorize_s3
+
+    reset = MotoAPIBackend.reset
+
+    def reset_with_denials(self) -> None:
+        iam.clear_denials()
+        reset(self)
+
+    MotoAPIBackend.reset = reset_with_denials
+
+
+_ROLE_SESSIONS: dict[str, object] = {}  # role ARN -> the embedded STS session Step Functions signs with
+_ROLE_SESSIONS_LOCK = _threading.Lock()
+
+
+def _role_credentials(role_arn: str, region: str, session_name: str):
+    """A live session of `role_arn` from the embedded STS (in-process, as the service itself would assume it)."""
+    from datetime import datetime, timezone
+
+    from moto.sts.models import sts_backends
+
+    account = role_arn.split(":")[4]
+    backend = sts_backends[account]["aws"]
+    with _ROLE_SESSIONS_LOCK:
+        session = _ROLE_SESSIONS.get(role_arn)
+        fresh = session is not None and any(s is session for s in backend.assumed_roles) and \
+            session.expiration.replace(tzinfo=timezone.utc) > datetime.now(timezone.utc)
+        if not fresh:
+            session = backend.assume_role(region_name=region, role_session_name=session_name, role_arn=role_arn,
+                                          policy=None, duration=3600, external_id=None)
+            _ROLE_SESSIONS[role_arn] = session
+        return session
+
+
+@gap
+def stepfunctions_calls_services_as_the_machines_role() -> None:
+    """AWS: a state machine's service integrations (ecs:runTask, aws-sdk:s3:deleteObject, ...) call the service
+    with the machine's role (or the state's Credentials role): what the role's policies do not allow fails the
+    Task state with the service's error (ECS: `ECS.AccessDeniedException`, naming the role and action).
+    moto 5.2.5 signs every such call with the fixed key `ak`, so no policy matters. Here they are signed with a
+    session of the role from the embedded STS (session name `StepFunctions`), so
+    `iam_evaluates_requests_signed_by_roles_and_users` judges them. A call made without a role (the emulator's
+    own bookkeeping), or as a role that does not exist (a machine AWS would have refused at creation; moto
+    accepts any role ARN), keeps the unrestricted key, with a warning for the latter."""
+    import logging
+
+    log = logging.getLogger("dmp_deploy.local.iam")
+    import sys
+
+    import boto3
+    from botocore.config import Config
+
+    from moto.core.models import botocore_stubber
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+
+    def role_exists(role_arn: str) -> bool:
+        from moto.iam.models import iam_backends
+        try:
+            iam_backends[role_arn.split(":")[4]]["aws"].get_role_by_arn(role_arn)
+            return True
+        except Exception:  # noqa: BLE001 - moto's NotFoundException, or not an IAM role ARN
+            return False
+
+    def boto_client_for(region: str, service: str, state_credentials=None):
+        role_arn = getattr(state_credentials, "role_arn", None)
+        if not role_arn or botocore_stubber.enabled:
+            return original(region, service, state_credentials)
+        if not role_exists(role_arn):
+            # AWS refuses such a machine at CreateStateMachine; moto creates it. Nothing to judge it by.
+            log.warning("state machine role %s does not exist in the embedded IAM: its calls are not evaluated",
+                        role_arn)
+            return original(region, service, state_credentials)
+        session = _role_credentials(role_arn, region, "StepFunctions")
+        return boto3.client(
+            service_name=service, region_name=region, endpoint_url=f"http://localhost:{moto_server_port()}",
+            aws_access_key_id=session.access_key_id, aws_secret_access_key=session.secret_access_key,
+            aws_session_token=session.session_token,
+            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                          connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+                          read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS))
+
+    import importlib
+
+    for integration in ("aws_sdk", "ecs"):  # the integrations the workflow uses, imported before patching
+        importlib.import_module("moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
+                                f"state_task_service_{integration}")
+
+    boto_client.boto_client_for = boto_client_for
+    for module in list(sys.modules.values()):  # every interpreter module that imported it by name
+        if getattr(module, "__name__", "").startswith("moto.stepfunctions") and \
+                getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for
+
+
+FAILED_INVOCATIONS = ("AWS/Events", "FailedInvocations")  # CloudWatch namespace and metric, dimension RuleName
+
+
+@gap
+def eventbridge_starts_step_functions_as_the_target_role() -> None:
+    """AWS: EventBridge invokes a Step Functions target as the target's RoleArn: the role must trust
+    events.amazonaws.com and allow `states:StartExecution`, which Step Functions authorises against the
+    UNQUALIFIED machine ARN with the alias or version as `states:StateMachineQualifier`. A refused invocation
+    starts nothing and is counted in the rule's `FailedInvocations` metric (namespace AWS/Events, dimension
+    RuleName; the event goes to the target's dead-letter queue, if it has one). moto 5.2.5 (with
+    `eventbridge_delivers_to_step_functions` above) starts the execution whatever the role. Here each Step Functions
+    target is authorised first (iam_enforcement.deliver_as); a refusal is logged naming the role and action, kept
+    in iam_enforcement.denials(), and counted in FailedInvocations. Dead-letter queues are not emulated."""
+    import copy
+
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core.utils import utcnow
+    from moto.events.models import Rule
+
+    from dmp_deploy.local import iam_enforcement as iam
+
+    deliver = Rule.send_to_targets
+
+    def send_to_targets(self, event, transform_input: bool = True) -> None:
+        if self.state != "ENABLED" or not self.event_pattern.matches_event(event):
+            return deliver(self, event, transform_input)
+        allowed = []
+        for target in self.targets:
+            if target["Arn"].split(":")[2] == "states":
+                try:
+                    iam.deliver_as(target.get("RoleArn"), target["Arn"], self.arn)
+                except iam.AccessDenied as exc:
+                    iam.record("eventbridge", exc, rule=self.name, target=target["Id"], role=target.get("RoleArn"))
+                    cloudwatch_backends[self.account_id][self.region_name].put_metric_data(
+                        namespace=FAILED_INVOCATIONS[0], metric_data=[{
+                            "MetricName": FAILED_INVOCATIONS[1], "Value": 1.0, "Unit": "Count",
+                            "Timestamp": utcnow(), "Dimensions": [{"Name": "RuleName", "Value": self.name}]}])
+                    continue
+            allowed.append(target)
+        permitted = copy.copy(self)
+        permitted.targets = allowed
+        return deliver(permitted, event, transform_input)
+
+    Rule.send_to_targets = send_to_targets
+
+
+@gap
+def s3_bucket_policies_are_judged_with_their_conditions() -> None:
+    """AWS: a bucket policy is evaluated with the request's condition keys (`s3:x-amz-server-side-encryption`,
+    `s3:if-none-match`, `aws:SecureTransport`, ...). moto 5.2.5 evaluates it for object calls by anyone, with no
+    request context and every operator but StringEquals taken as matching, so the add-users bucket policy's
+    denies refuse every PutObject, even a compliant one. Here moto's own check is off; the policy is judged by
+    iam_enforcement with the request's context, for the requests it evaluates (role sessions and IAM users; the
+    deployer's `local` key is unrestricted)."""
+    from moto.iam.access_control import PermissionResult
+    from moto.s3.models import FakeBucket
+
+    FakeBucket.get_permission = lambda self, action, resource: PermissionResult.NEUTRAL

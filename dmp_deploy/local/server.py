@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The state-machine interpreter calls the other services at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(args.port)
+    # Warnings (a request or delivery IAM refused: logger dmp_deploy.local.iam) go to the server log with a time.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from dmp_deploy.local import moto_compat, snapshots
     from dmp_deploy.config import load_config
     from dmp_deploy.local.data_api import DataApi, embedded_secret

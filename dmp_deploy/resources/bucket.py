@@ -31,13 +31,13 @@ versioning was on) and incomplete multipart uploads after a day, as it expires e
 
 The bucket policy denies every request not made over TLS and every PutObject that does not ask for SSE-KMS
 or names another key. User lists are small (add_users.max_file_bytes), so one PutObject carries the
-headers; uploads must send `--sse aws:kms` (and, if they name a key, this one). The policy is dropped only
-where `add_users.enforce_tls_in_bucket_policy` is false, which is config/local.toml alone, because moto
-5.2.5 cannot honour either statement: it evaluates a bucket policy for object calls only
-(`FakeBucket.get_permission`), with no request context, and treats every condition operator but
-StringEquals as matching. So the TLS statement denies every GetObject, PutObject and DeleteObject, and
-the SSE-KMS statements deny every PutObject, even one with the right headers (tests/test_bucket.py checks
-both). The local endpoint is plain HTTP besides. The bucket-level calls this kind makes are not affected.
+headers; uploads must send `--sse aws:kms` (and, if they name a key, this one). Where
+`add_users.enforce_tls_in_bucket_policy` is false (config/local.toml alone) the TLS statement is left out,
+and only it: the embedded AWS is plain HTTP, so it would deny every request. The other statements are kept
+locally, where the embedded AWS evaluates them with their conditions for the operative's and the tasks'
+role sessions (dmp_deploy/local/iam_enforcement.py); moto 5.2.5 alone could not (it evaluated a bucket
+policy without request context, treating every operator but StringEquals as matching), which is why the
+whole policy used to be dropped locally.
 
 Reads: HeadBucket for the declared name and one tagging-API query for buckets this tool owns in this
 environment (a renamed bucket is created anew and the old one deleted), then every setting of every bucket
@@ -84,13 +84,12 @@ def bucket_arn(bucket: str) -> str:
 # --- desired ------------------------------------------------------------------------------------------------
 
 def bucket_policy(bucket: str, key_arn: str, enforce: bool) -> dict | str:
-    """The bucket policy in canonical form; `key_arn` may be the owned key's placeholder."""
-    if not enforce:
-        return ABSENT
+    """The bucket policy in canonical form; `key_arn` may be the owned key's placeholder. `enforce`: whether it
+    denies non-TLS requests (false only for the plain-HTTP embedded AWS)."""
     arn = bucket_arn(bucket)
-    return canonical.policy({"Version": "2012-10-17", "Statement": [
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+    tls = [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]
+    return canonical.policy({"Version": "2012-10-17", "Statement": (tls if enforce else []) + [
         {"Sid": "DenyUploadsWithoutSseKms", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
          "Resource": f"{arn}/*",
          "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
