@@ -15,13 +15,14 @@ ECS would run it in the image:
 - **EFS volumes**: one local directory per access point, `<efs_root>/<file system id>/<access point root path>`,
   created on first mount with the access point's `CreationInfo` (owner, group, mode), as EFS does. The container
   path (`/mnt/add-users`) appears literally in the tasks' shell scripts, so every occurrence of a mount point's
-  `containerPath` as a whole path (followed by `/`, a quote, a space or the end) in the entry point, command,
+  `containerPath` as a whole path (not followed by a letter, digit, `_`, `.` or `-`) in the entry point, command,
   environment values and working directory is rewritten to the local directory (`rewrite_paths`). When the server
   runs as root (CI does) each container runs in a private mount namespace (`unshare`) as the access point's POSIX
   uid/gid (`setpriv`, no supplementary groups), and a read-only mount point is a read-only bind mount of its
-  directory: a write fails with EROFS, whatever the file modes. As any other user, the process runs as that user
-  and read-only is not enforced (said in docs/architecture.md).
-- **Service URLs**: a value holding an internal URL of the environment (the api's Cloud Map name, which does not
+  directory: a write fails with EROFS, whatever the file modes (`confine`, which also lets that user reach the
+  tool's .venv and Python when they lie below a directory only root may enter). As any other user, the process
+  runs as that user and read-only is not enforced (said in docs/architecture.md).
+- **Service URLs**: a value starting with an internal URL of the environment (the api's Cloud Map name, which does not
   resolve here) is rewritten to the local service standing in for it (the local Data API).
 - **Logs**: each line of stdout and stderr is a log event in the container's `awslogs` group, stream
   `<awslogs-stream-prefix>/<container name>/<task id>`, as ECS names it, written to moto's CloudWatch Logs.
