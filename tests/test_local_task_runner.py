@@ -530,3 +530,21 @@ def test_local_runner_is_checked_and_only_for_the_embedded_aws(tmp_path, monkeyp
     with pytest.raises(ConfigError) as err:
         config_module.load_config("staging")
     assert "local_runner: only for the embedded AWS" in str(err.value)
+
+
+def test_a_mount_the_file_system_policy_does_not_allow_fails_the_task_to_start(probe, local_aws):
+    """The runner asks the embedded AWS's IAM enforcement before mounting: a file system policy that lets the
+    probe's role mount but not write refuses a read-write mount (nothing runs) and allows a read-only one."""
+    efs = local_aws.client("efs")
+    (file_system,) = [f for f in efs.describe_file_systems()["FileSystems"] if f["CreationToken"] == "probe"]
+    efs.put_file_system_policy(FileSystemId=file_system["FileSystemId"], Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": probe["role"]}, "Action": "elasticfilesystem:ClientMount",
+            "Resource": file_system["FileSystemArn"]}]}))
+    refused = probe["run"]("echo ran > /mnt/probe/ran")
+    assert refused["stopCode"] == "TaskFailedToStart"
+    assert "elasticfilesystem:ClientWrite" in refused["stoppedReason"]
+    assert "probe-task" in refused["stoppedReason"]
+    assert not (probe["local"] / "ran").exists()
+    allowed = probe["run"]("cat /mnt/probe/nothing-here 2>/dev/null; echo read", read_only=True)
+    assert exit_code(allowed) == 0

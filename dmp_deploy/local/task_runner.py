@@ -33,8 +33,8 @@ ECS would run it in the image:
   `TaskFailedToStart` and a reason in ECS's words, running nothing.
 
 Not emulated: images (programs come from the local machine), networking and security groups, CPU and memory
-limits, health checks, `dependsOn`, the execution role, and EFS's own IAM authorization (`authorize_mount` is the
-seam for it). Everything here runs inside the embedded AWS's process: moto_compat wires it
+limits, health checks, `dependsOn` and the execution role. A mount is authorised as EFS does it for an
+`iam: ENABLED` volume (`authorize_mount`, evaluated by iam_enforcement.py) before anything runs. Everything here runs inside the embedded AWS's process: moto_compat wires it
 (`ecs_runs_the_containers_commands`), server.py and the tests' conftest `configure()` it.
 """
 
@@ -53,6 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dmp_deploy.local import iam_enforcement
+from dmp_deploy.local.iam_enforcement import MountRefused
+
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 30  # ECS's default stopTimeout: SIGTERM, then SIGKILL
 MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' limit for one event (its size counts 26 bytes of overhead)
@@ -64,21 +67,14 @@ class Unreachable(ValueError):
     """The runner's directory lies below one the tasks' POSIX users may not enter."""
 
 
-class MountRefused(Exception):
-    """Raised by `authorize_mount` when a task may not mount an access point: the task fails to start."""
-
-
 def authorize_mount(task_role_arn: str | None, file_system_id: str, access_point_id: str | None,
                     read_only: bool) -> None:
     """Whether a task whose role is `task_role_arn` may mount `access_point_id` of `file_system_id` (read-only or
-    read-write), as EFS decides at mount time for a volume with `authorizationConfig.iam = ENABLED` (the file
-    system policy and the role's identity policy: elasticfilesystem:ClientMount, ClientWrite for read-write,
-    ClientRootAccess; condition elasticfilesystem:AccessPointArn).
-
-    This is where the embedded AWS's IAM enforcement plugs in: it replaces this function (or is called from it)
-    and raises `MountRefused(message)` naming the role and the action it lacks. Until then every mount is allowed:
-    the one stub of the local runner."""
-    return None
+    read-write), as EFS decides at mount time for a volume with `authorizationConfig.iam = ENABLED`: the embedded
+    AWS's IAM enforcement (dmp_deploy/local/iam_enforcement.py) evaluates elasticfilesystem:ClientMount, and
+    ClientWrite for read-write, against the role's identity policies and the file system policy, and raises
+    `MountRefused` naming the role and the action it lacks."""
+    iam_enforcement.authorize_mount(task_role_arn or "", file_system_id, access_point_id or "", read_only)
 
 
 @dataclass(frozen=True)
