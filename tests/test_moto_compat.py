@@ -968,3 +968,39 @@ def test_servicediscovery_lists_come_in_pages(local_aws):
     names = [n["Name"] for p in sd.get_paginator("list_namespaces").paginate(
         Filters=private, PaginationConfig={"PageSize": 1}) for n in p["Namespaces"]]
     assert {"compat-pages.internal", "compat-pages-2.internal"} <= set(names) and len(names) == len(set(names))
+
+
+def _waiting_execution(local_aws):
+    """A running execution (a 60 s Wait state) and the interpreter's own object for it."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    sfn = local_aws.client("stepfunctions")
+    machine = _machine(sfn, f"compat-wait-{uuid.uuid4().hex[:8]}",
+                       {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 60, "End": True}}})
+    arn = sfn.start_execution(stateMachineArn=machine["stateMachineArn"])["executionArn"]
+    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    backend = stepfunctions_parser_backends["123456789012"][local_aws.region]
+    (execution,) = [e for e in backend._get_executions() if e.execution_arn == arn]
+    return execution
+
+
+def _ends(execution, seconds: float = 5) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while execution.exec_worker.env.is_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not execution.exec_worker.env.is_running()
+
+
+def test_stepfunctions_reset_stops_running_executions(local_aws):
+    execution = _waiting_execution(local_aws)
+    local_aws.reset()
+    assert _ends(execution), "the execution of the world before the reset still runs"
+
+
+def test_a_snapshot_restore_stops_running_executions(local_aws):
+    local_aws.snapshot("compat-before-execution")
+    execution = _waiting_execution(local_aws)
+    local_aws.restore("compat-before-execution")
+    assert _ends(execution), "the execution of the world before the restore still runs"

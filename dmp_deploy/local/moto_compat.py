@@ -1562,3 +1562,45 @@ def s3_bucket_policies_are_judged_with_their_conditions() -> None:
     from moto.s3.models import FakeBucket
 
     FakeBucket.get_permission = lambda self, action, resource: PermissionResult.NEUTRAL
+
+
+# --- executions do not outlive the world they run in ----------------------------------------------------------------
+
+
+def stop_running_executions(cause: str) -> int:
+    """Stop every running state-machine execution of the embedded AWS (its interpreter thread ends at the next
+    state, or at the next poll of a `.sync` task), as StopExecution does. Returns how many were stopped."""
+    from moto.core.utils import utcnow
+    from moto.stepfunctions.models import stepfunctions_backends
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    stopped = 0
+    for backends in (stepfunctions_backends, stepfunctions_parser_backends):
+        for regions in list(dict.values(backends)):
+            for backend in list(dict.values(regions)):
+                for machine in list(backend.state_machines):
+                    for revision in [machine, *getattr(machine, "versions", {}).values()]:
+                        for execution in list(getattr(revision, "executions", [])):
+                            worker = getattr(execution, "exec_worker", None)
+                            if worker is not None and worker.env.is_running():
+                                worker.stop(stop_date=utcnow(), error="States.Aborted", cause=cause)
+                                stopped += 1
+    return stopped
+
+
+@gap
+def stepfunctions_reset_stops_running_executions() -> None:
+    """AWS: an execution belongs to its account; nothing of it runs once the account is gone. moto 5.2.5: a reset
+    (and so a snapshot restore, which replaces the backends) drops the execution's records but its interpreter
+    thread runs on, calling ECS, S3 and the local task runner of the NEXT test's world with the old execution's
+    input (a stale add-users run then fails on a missing cluster and adds tasks to the new world's lists). Here a
+    reset first stops every running execution; dmp_deploy/local/snapshots.py's restore does the same."""
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    reset = MotoAPIBackend.reset
+
+    def reset_stopping_executions(self) -> None:
+        stop_running_executions("the embedded AWS was reset")
+        reset(self)
+
+    MotoAPIBackend.reset = reset_stopping_executions

@@ -167,10 +167,14 @@ def restore(snapshot: Snapshot) -> None:
     back with a copy of their attributes (the snapshot stays as it was, to be restored again)."""
     from moto.core.base_backend import BackendDict, backend_lock
 
+    from dmp_deploy.local import moto_compat
+
     changed = [what for what, catalogue, keys in snapshot.shared if frozenset(catalogue) != keys]
     if changed:
         raise SnapshotError(f"shared catalogue changed since the snapshot, which cannot restore it: "
                             f"{', '.join(changed)}")
+    # Executions running now belong to the state being replaced: as moto_compat's reset, stop them first.
+    moto_compat.stop_running_executions("the embedded AWS was restored from a snapshot")
     with backend_lock:
         state = _deepcopy(snapshot.state, _memo(snapshot.containers, snapshot.shared))
         kept = [services for services, _ in snapshot.containers]
