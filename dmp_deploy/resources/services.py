@@ -43,7 +43,10 @@ Start order (apps.START_ORDER): apply changes the services tier by tier, the API
 call them while starting, then the router, and a service of a later tier is changed only once every rollout
 an earlier tier started in this apply has succeeded: a failed api rollout fails the apply before any frontend
 is touched. Before the first service changes, the steps a command put in `ctx.before_services` run once
-(`apply --migrate`: the db-migration task, which must exit 0).
+(`apply --migrate`: the db-migration task, which must exit 0). The services of one tier change at the same time
+(the executor starts a tier once every change of the tiers before it is done, `change_order`); the first of them
+to reach the start gate (`StartGate`) runs the steps and waits for the earlier tiers' rollouts while the others
+wait for it, and a failed step or rollout fails every one of them without a change.
 """
 
 from __future__ import annotations
