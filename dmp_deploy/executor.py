@@ -11,14 +11,14 @@ exactly the order followed. A change waits for:
   - when it is a delete, every change that is not a delete (deletes go last: nothing is removed while something
     still uses it), and every delete of its own kind or of a kind that depends on it (reverse dependency order).
 Everything else runs at once, up to `concurrency` changes in flight (`deployment.concurrent_changes`, `apply
---concurrency`). At the first failure nothing new starts; the changes already under way are left to finish, and
+--concurrency`); when more are ready than there is room for, those that most changes wait for (the longest chain)
+start first. At the first failure nothing new starts; the changes already under way are left to finish, and
 the error names the failed change and how many were carried out. Then, only when every change succeeded, each
 kind's `settle` runs, one kind after another in dependency order (service rollouts, mount targets, ...).
 """
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable
 
@@ -87,6 +87,16 @@ def prerequisites(changes: list[Change], kinds: dict[str, ResourceKind], config=
     return out
 
 
+def chain_lengths(needs: list[frozenset[int]]) -> list[int]:
+    """For each change, the number of changes in the longest chain that starts with it and in which each waits
+    for the one before (1: nothing waits for it)."""
+    height = [1] * len(needs)
+    for j in reversed(range(len(needs))):  # a change waits only for earlier ones: later heights are final
+        for i in needs[j]:
+            height[i] = max(height[i], height[j] + 1)
+    return height
+
+
 def execute(rec: Reconciliation, allow_destroy: bool = False,
             before_each: Callable[[], None] | None = None, concurrency: int | None = None) -> list[Change]:
     """Carry out every change; stop at the first failure. Returns the changes carried out, in plan order.
@@ -130,7 +140,11 @@ def _one_at_a_time(rec: Reconciliation, before_each: Callable[[], None] | None) 
 def _concurrently(rec: Reconciliation, before_each: Callable[[], None] | None, limit: int,
                   needs: list[frozenset[int]]) -> list[Change]:
     changes = rec.plan.changes
-    waiting = list(range(len(changes)))  # not started, in plan order
+    # Of the changes ready to start, those with the longest chain of changes waiting on them go first: with more
+    # ready than room, a Cloud Map namespace (then its services, then the ECS services) must not queue behind
+    # sixty security group rules nothing waits for. Ties: the plan's order.
+    height = chain_lengths(needs)
+    waiting = sorted(range(len(changes)), key=lambda j: (-height[j], j))  # not started, first to start first
     finished: set[int] = set()  # carried out
     running: dict[Future, int] = {}
     failures: list[tuple[int, BaseException]] = []  # (position, error)

@@ -221,7 +221,9 @@ def test_revert_converges_after_a_crash_at_any_mutating_call(local_aws, monkeypa
 # --- crashes of the concurrent executor, with several changes under way -------------------------------------
 
 IN_FLIGHT = 2  # other changes with a mutating call on its way when the crash comes (3 changes under way in all)
-MID_FLIGHT_FROM = (1, 40, 100, 160, 200)  # crash at the first such moment from this mutating call on
+# Crash at the first such moment from this mutating call on, or at the first such call of this operation (the
+# services: a start tier's CreateService calls under way together).
+MID_FLIGHT_FROM: tuple[int | str, ...] = (1, 40, 100, 160, 200, "ecs.create_service")
 
 
 @WHEN
@@ -249,7 +251,9 @@ def test_a_crash_with_changes_in_flight_converges(local_aws, monkeypatch, after)
         at_crash: list[int] = []
 
         def mid_flight(call, line=line, start=start, at_crash=at_crash) -> bool:
-            if not (call.mutating and call.mutation_sequence >= start and line.changes_in_flight() >= IN_FLIGHT):
+            reached = (f"{call.service}.{call.operation}" == start if isinstance(start, str)
+                       else call.mutation_sequence >= start)
+            if not (call.mutating and reached and line.changes_in_flight() >= IN_FLIGHT):
                 return False
             at_crash.append(line.changes_in_flight())
             return True
@@ -260,7 +264,8 @@ def test_a_crash_with_changes_in_flight_converges(local_aws, monkeypatch, after)
             with pytest.raises(SimulatedCrash):
                 cli(*APPLY)
         assert crasher.crashed and at_crash[0] >= IN_FLIGHT
-        where = f"from k={start}: {crasher.crashed} with {at_crash[0]} other changes' calls on their way"
+        where = (f"from {'k=' if isinstance(start, int) else ''}{start}: {crasher.crashed} with {at_crash[0]} "
+                 f"other changes' calls on their way")
         seen.append(where)
         monkeypatch.setattr(lock_module, "now", lambda: time.time() + 3600)
         rerun = cli(*APPLY)

@@ -116,7 +116,8 @@ def test_a_change_never_overlaps_what_its_kind_depends_on_even_through_a_kind_wi
     journal = Journal()
     kinds = [FakeKind("key", journal), FakeKind("role", journal, depends_on=("key",)),
              FakeKind("task", journal, depends_on=("role",)),
-             FakeKind("group", journal, seconds={"g1": 2.5 * SLOW}), FakeKind("service", journal, depends_on=("task", "group"))]
+             FakeKind("group", journal, seconds={"g1": 2.5 * SLOW}),
+             FakeKind("service", journal, depends_on=("task", "group"))]
     # No role changes: tasks still wait for the key, which they depend on through roles.
     rec = reconciliation(kinds, [("key", "k", "create"), ("group", "g1", "create"), ("group", "g2", "create"),
                                  ("task", "t1", "create"), ("task", "t2", "create"),
@@ -294,9 +295,23 @@ def test_prerequisites_of_the_real_kinds():
     assert waits("service dmp-local-buyer-frontend") == apis | {"service dmp-local-api", "service dmp-local-search-api"}
     assert waits("service dmp-local-router") == waits("service dmp-local-buyer-frontend") | {
         "service dmp-local-buyer-frontend"}
-    assert waits("event_rule dmp-local-add-users") == {"kms_key alias/dmp-local-add-users", "iam_role dmp-local-api-task",
-                                                       "log_group /dmp-local/api", "security_group dmp-local-api",
-                                                       "task_definition dmp-local-api", "task_definition dmp-local-router",
-                                                       "state_machine dmp-local-add-users"}
+    assert waits("event_rule dmp-local-add-users") == {
+        "kms_key alias/dmp-local-add-users", "iam_role dmp-local-api-task", "log_group /dmp-local/api",
+        "security_group dmp-local-api", "task_definition dmp-local-api", "task_definition dmp-local-router",
+        "state_machine dmp-local-add-users"}
     assert waits("service dmp-local-old") == set(at) - {"service dmp-local-old", "security_group dmp-local-old"}
     assert waits("security_group dmp-local-old") == set(at) - {"security_group dmp-local-old"}
+
+
+def test_with_more_ready_than_room_the_longest_chain_starts_first():
+    journal = Journal()
+    kinds = [FakeKind("rules", journal), FakeKind("namespace", journal),
+             FakeKind("registry", journal, depends_on=("namespace",)),
+             FakeKind("service", journal, depends_on=("registry",))]
+    rec = reconciliation(kinds, [("rules", "r1", "update"), ("rules", "r2", "update"), ("rules", "r3", "update"),
+                                 ("namespace", "ns", "create"), ("registry", "api", "create"),
+                                 ("service", "api", "create")], concurrency=2)
+    done = executor.execute(rec)
+    assert journal.started[:2] == ["namespace:ns", "rules:r1"]  # then the plan's order among equals
+    assert labels(done) == ["rules:r1", "rules:r2", "rules:r3", "namespace:ns", "registry:api", "service:api"]
+    assert executor.chain_lengths(executor.prerequisites(rec.plan.changes, rec.kinds)) == [1, 1, 1, 3, 2, 1]

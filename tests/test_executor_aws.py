@@ -85,6 +85,6 @@ def test_one_change_at_a_time_makes_the_plans_calls_in_the_plans_order(local_aws
     kinds_in_order = ["create_log_group", "create_key", "create_role", "create_security_group",
                       "register_task_definition", "create_cluster", "create_target_group", "create_service"]
     for op, following in zip(kinds_in_order, kinds_in_order[1:]):
-        assert ended_before(timeline.of(op), timeline.of(following, "ecs" if following == "create_service" else None)), \
-            (op, following)
+        then = timeline.of(following, "ecs" if following == "create_service" else None)
+        assert ended_before(timeline.of(op), then), (op, following)
     assert run_cli("plan", "--env", "local").code == 0
