@@ -315,3 +315,26 @@ def test_with_more_ready_than_room_the_longest_chain_starts_first():
     assert journal.started[:2] == ["namespace:ns", "rules:r1"]  # then the plan's order among equals
     assert labels(done) == ["rules:r1", "rules:r2", "rules:r3", "namespace:ns", "registry:api", "service:api"]
     assert executor.chain_lengths(executor.prerequisites(rec.plan.changes, rec.kinds)) == [1, 1, 1, 3, 2, 1]
+
+
+@pytest.mark.parametrize("value, ok", [(1, True), (8, True), (32, True), (0, False), (33, False)])
+def test_the_configured_concurrency_is_checked(value, ok):
+    from dmp_deploy import schema
+    from dmp_deploy.config import Deployment
+    from dmp_deploy.errors import ConfigError
+
+    if ok:
+        assert schema.load(Deployment, {"concurrent_changes": value}, "config/x.toml").concurrent_changes == value
+        return
+    with pytest.raises(ConfigError, match=r"(?s)config/x.toml: .*- concurrent_changes: must be from 1 \(one change "
+                                          r"at a time, in the plan's order\) to 32"):
+        schema.load(Deployment, {"concurrent_changes": value}, "config/x.toml")
+
+
+@pytest.mark.parametrize("value", ["0", "33", "many"])
+def test_a_bad_concurrency_option_is_a_usage_error_before_any_aws_call(value, run_cli):
+    result = run_cli("apply", "--env", "local", "--json", "--concurrency", value)
+    assert result.code == 1
+    assert result.json["error"]["kind"] == "usage"
+    assert f"argument --concurrency: must be a whole number from 1 to 32, not '{value}'" in \
+        result.json["error"]["message"]
