@@ -107,6 +107,9 @@ class Cluster:
     default_capacity_provider: Literal["FARGATE", "FARGATE_SPOT"] = "FARGATE"
 
 
+MAX_CONCURRENT_CHANGES = 32
+
+
 @dataclass(frozen=True)
 class Deployment:
     minimum_healthy_percent: int = 100
@@ -118,9 +121,15 @@ class Deployment:
     keep_revisions: int = 10  # ACTIVE task definition revisions kept per family (those a service runs, too)
     lock_lease_seconds: int = 300  # a deploy lock not renewed for this long is expired and may be taken over
     lock_wait_seconds: int = 600  # how long a second apply waits for the lock before failing
+    # Changes apply carries out at the same time, each once the changes it depends on are done (executor.py).
+    # 1: one at a time, in the plan's order. At most 32: botocore keeps 32 connections per client (aws.py).
+    concurrent_changes: int = 8
 
     def check(self):
         problems = [] if self.keep_revisions >= 1 else [("keep_revisions", "must be 1 or more")]
+        if not 1 <= self.concurrent_changes <= MAX_CONCURRENT_CHANGES:
+            problems.append(("concurrent_changes", f"must be from 1 (one change at a time, in the plan's order) "
+                                                   f"to {MAX_CONCURRENT_CHANGES}"))
         if not isinstance(self.rollout_poll_seconds, (int, float)) or not 0 < self.rollout_poll_seconds <= 300:
             problems.append(("rollout_poll_seconds", "must be a number of seconds above 0 and at most 300"))
         return problems

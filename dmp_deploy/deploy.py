@@ -36,11 +36,13 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
            confirm: Callable[[Plan], bool], kind: str = "apply", reverted_to: int | None = None,
            preflight: Callable | None = None, confirm_again: Callable[[Plan, Plan], bool] | None = None,
            lock_wait_seconds: int | None = None, color: bool = False, reverted: int | None = None,
-           before_showing: Callable | None = None, check: Callable | None = None) -> Outcome:
+           before_showing: Callable | None = None, check: Callable | None = None,
+           concurrency: int | None = None) -> Outcome:
     """`confirm` approves the plan shown; `confirm_again(approved, now)` a different plan built under the lock
     (None: carry it out, saying so). `lock_wait_seconds` overrides the config's wait for the lock.
     `before_showing(rec)` runs on the first plan before it is shown (revert's header). `check(rec)` runs on both
-    plans and raises to stop (a saved plan that no longer matches)."""
+    plans and raises to stop (a saved plan that no longer matches). `concurrency` overrides the config's
+    deployment.concurrent_changes (how many changes are carried out at the same time)."""
     rec = planner.build_plan(env.ctx, env.kinds)
     if check:
         check(rec)
@@ -78,7 +80,8 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
         if preflight and outcome.replanned:
             preflight(locked)
         executor.refuse_destroys(locked, allow_destroy)
-        done = executor.execute(locked, allow_destroy=allow_destroy, before_each=lock.check)
+        done = executor.execute(locked, allow_destroy=allow_destroy, before_each=lock.check,
+                                concurrency=concurrency)
         outcome.applied = len(done)
         if all(c.kind == releases.RECORD_KIND and c.fields and c.fields[0].path == "index" for c in done):
             # Only the index of a release already recorded was repaired: that release is the current one.

@@ -19,6 +19,10 @@ revisions and a new state machine version; two search-api tasks; a changed log r
 Crash points, for every k of all three: `before` (the call never reached AWS) and `after` (AWS carried the call
 out and the answer was lost: the hard case for creations that are not naturally idempotent).
 `DMP_CRASH_POINTS=1,7,30` runs only those points (for debugging); the report then says so.
+
+The crashed command runs one change at a time (`--concurrency 1`), so that its k-th mutating call is the same call
+in every run; the re-runs run concurrently, as an operator's would. `test_a_crash_with_changes_in_flight_converges`
+kills the concurrent executor itself while several changes have calls on their way.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ pytestmark = pytest.mark.crash
 
 REPORTS: list[str] = []  # printed in the terminal summary (conftest.pytest_terminal_summary)
 
+# The commands crashed run one change at a time (--concurrency 1): the k-th mutating call is then the same call in
+# every run, so that every one of them can be enumerated as a crash point. The re-runs that must converge from
+# each point run as an operator would, concurrently (the default); test_a_crash_with_changes_in_flight_converges
+# crashes the concurrent executor itself, with several changes under way.
+ONE_AT_A_TIME = ("--concurrency", "1")
 APPLY = ("apply", "--env", "local", "--json")
 CHANGED = ("apply", "--env", "local", "--json", "--image", "api=crash-t2")
 PLAN = ("plan", "--env", "local", "--json")
@@ -99,7 +108,7 @@ def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command
     # mutating call as a crash there leaves it (crash_support.Recorder).
     recorder = Recorder(local_aws.snapshot, after=after)
     with hooked(monkeypatch, recorder):
-        ok(*command)
+        ok(*command, *ONE_AT_A_TIME)
     total = len(recorder.mutations)
     assert total > 0
     assert recorder.saved == [recorder.name(k) for k in range(1, total + 1)]
@@ -126,7 +135,7 @@ def run_scenario(name: str, local_aws, monkeypatch, setup, command, plan_command
         crasher = Crasher(at=k, after=after)
         with hooked(monkeypatch, crasher):
             with pytest.raises(SimulatedCrash):
-                cli(*command)
+                cli(*command, *ONE_AT_A_TIME)
         assert crasher.crashed == recorder.mutations[k - 1], f"k={k}: the crash hit another call"
         crashed = inventory(local_aws)
         local_aws.restore(recorder.name(k))
@@ -207,3 +216,72 @@ def test_revert_converges_after_a_crash_at_any_mutating_call(local_aws, monkeypa
         ok(*CHANGED)
 
     run_scenario("revert", local_aws, monkeypatch, setup, REVERT, PLAN, changed_families=set(), after=after)
+
+
+# --- crashes of the concurrent executor, with several changes under way -------------------------------------
+
+IN_FLIGHT = 2  # other changes with a mutating call on its way when the crash comes (3 changes under way in all)
+# Crash at the first such moment from this mutating call on, or at the first such call of this operation (the
+# services: a start tier's CreateService calls under way together).
+MID_FLIGHT_FROM: tuple[int | str, ...] = (1, 40, 100, 160, 200, "ecs.create_service")
+
+
+@WHEN
+def test_a_crash_with_changes_in_flight_converges(local_aws, monkeypatch, after):
+    """Apply from nothing at the default concurrency, 50 ms before each mutating call (as AWS's round trip), killed
+    at a mutating call made while at least IN_FLIGHT other changes have a call on its way: those calls still reach
+    AWS (they left before the process died), nothing after them does. The re-run must converge as above."""
+    from dmp_deploy import session
+    from timeline import Timeline
+
+    local_aws.drop_snapshots()
+    local_aws.reset()
+    monkeypatch.setattr(lock_module, "now", time.time)
+    local_aws.snapshot("start")
+    before = inventory(local_aws)
+    ok(*APPLY)
+    assert ok(*PLAN)["changes"] == []
+    reference = inventory(local_aws)
+
+    failures, seen = [], []
+    for start in MID_FLIGHT_FROM:
+        local_aws.restore("start")
+        monkeypatch.setattr(lock_module, "now", time.time)
+        line = Timeline(latency=0.05)
+        at_crash: list[int] = []
+
+        def mid_flight(call, line=line, start=start, at_crash=at_crash) -> bool:
+            reached = (f"{call.service}.{call.operation}" == start if isinstance(start, str)
+                       else call.mutation_sequence >= start)
+            if not (call.mutating and reached and line.changes_in_flight() >= IN_FLIGHT):
+                return False
+            at_crash.append(line.changes_in_flight())
+            return True
+
+        crasher = Crasher(when=mid_flight, after=after)
+        with monkeypatch.context() as m:  # the crasher's hook first: calls past it are already on their way
+            m.setattr(session, "ON_CONNECT", [*session.ON_CONNECT, crasher.attach, line.attach])
+            with pytest.raises(SimulatedCrash):
+                cli(*APPLY)
+        assert crasher.crashed and at_crash[0] >= IN_FLIGHT
+        where = (f"from {'k=' if isinstance(start, int) else ''}{start}: {crasher.crashed} with {at_crash[0]} "
+                 f"other changes' calls on their way")
+        seen.append(where)
+        monkeypatch.setattr(lock_module, "now", lambda: time.time() + 3600)
+        rerun = cli(*APPLY)
+        if rerun.code != 0:
+            failures.append(f"{where}: re-run exited {rerun.code}: {rerun.stdout[-600:]} {rerun.stderr[-600:]}")
+            continue
+        plan = cli(*PLAN)
+        if plan.code != 0:
+            failures.append(f"{where}: plan after the re-run exited {plan.code}: {plan.stdout[-1500:]}")
+            continue
+        problems = compare(reference, inventory(local_aws), None, before)
+        if problems:
+            failures.append(f"{where}: " + "; ".join(problems))
+    local_aws.drop_snapshots()
+    report = (f"crash with changes in flight [{'after' if after else 'before'} the call]: "
+              f"{len(seen) - len(failures)} of {len(seen)} converged ({'; '.join(seen)})")
+    REPORTS.append(report)
+    print(report)
+    assert not failures, report + "\n" + "\n".join(failures)

@@ -1,4 +1,5 @@
-"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes] [--lock-timeout S] [--migrate] [FILE]`:
+"""`apply --env E [--json] [--image APP=TAG] [--allow-destroy] [--yes] [--lock-timeout S] [--concurrency N] [--migrate]
+[FILE]`:
 plan, show, carry out, record. With FILE (saved by `plan --out FILE`), exactly that plan or nothing
 (dmp_deploy/saved_plan.py).
 
@@ -10,6 +11,8 @@ account, changes are carried out only after `yes` typed on a terminal, or with -
 terminal, and without --yes, it refuses and changes nothing (dmp_deploy/approval.py). The embedded AWS
 (`--env local`) never asks.
 """
+
+import argparse
 
 import structlog
 
@@ -51,6 +54,21 @@ def add_approval(p) -> None:
                         "instead if the plan changes while waiting for the lock")
     p.add_argument("--lock-timeout", type=int, metavar="SECONDS",
                    help="wait at most this long for the deploy lock (default: deployment.lock_wait_seconds)")
+    p.add_argument("--concurrency", type=concurrency, metavar="N",
+                   help="carry out at most N changes at the same time, each once what it depends on is done "
+                        "(default: deployment.concurrent_changes, 8); 1: one at a time in the plan's order")
+
+
+def concurrency(value: str) -> int:
+    """--concurrency's value: a whole number from 1 to config.MAX_CONCURRENT_CHANGES."""
+    from dmp_deploy.config import MAX_CONCURRENT_CHANGES
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_CONCURRENT_CHANGES:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_CONCURRENT_CHANGES}, not {value!r}")
+    return number
 
 
 def approval(args, env, command: str) -> Approval:
@@ -87,7 +105,7 @@ def run(args) -> int:
         outcome = deploy(env, allow_destroy=args.allow_destroy, quiet=args.json, command="apply",
                          confirm=approve.confirm, confirm_again=approve.confirm_again,
                          preflight=preflight.check_plan, lock_wait_seconds=args.lock_timeout, color=approve.color,
-                         check=check)
+                         check=check, concurrency=args.concurrency)
         document.update(outcome.plan.as_dict(), applied=outcome.applied, release=outcome.release,
                         replanned=outcome.replanned)
     except UserError as exc:

@@ -162,6 +162,7 @@ def run(args) -> int:
         outcome = deploy(env, allow_destroy=args.allow_destroy, quiet=args.json, command=f"revert --to {target}",
                          confirm=approve.confirm, confirm_again=approve.confirm_again, kind="revert",
                          reverted_to=target, reverted=known[-1], lock_wait_seconds=args.lock_timeout, color=color,
+                         concurrency=args.concurrency,
                          before_showing=show_header)
         document.update(outcome.plan.as_dict(), applied=outcome.applied, release=outcome.release)
     except UserError as exc:

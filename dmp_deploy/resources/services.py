@@ -43,10 +43,15 @@ Start order (apps.START_ORDER): apply changes the services tier by tier, the API
 call them while starting, then the router, and a service of a later tier is changed only once every rollout
 an earlier tier started in this apply has succeeded: a failed api rollout fails the apply before any frontend
 is touched. Before the first service changes, the steps a command put in `ctx.before_services` run once
-(`apply --migrate`: the db-migration task, which must exit 0).
+(`apply --migrate`: the db-migration task, which must exit 0). The services of one tier change at the same time
+(the executor starts a tier once every change of the tiers before it is done, `change_order`); the first of them
+to reach the start gate (`StartGate`) runs the steps and waits for the earlier tiers' rollouts while the others
+wait for it, and a failed step or rollout fails every one of them without a change.
 """
 
 from __future__ import annotations
+
+import threading
 
 from dmp_deploy import names, rollout
 from dmp_deploy.apps import APPS, START_ORDER, start_tier
@@ -360,8 +365,10 @@ class Services(ResourceKind):
 
     def settle(self, ctx: Context, changes: list) -> None:
         """Wait for the rollouts the changes started; fail naming every service that did not roll out."""
-        expected, confirmed = self._rollouts(ctx), self._confirmed(ctx)
-        targets = [expected[c.name] for c in changes if c.name in expected and c.name not in confirmed]
+        gate = self._gate(ctx)
+        with gate.lock:
+            targets = [gate.rollouts[c.name] for c in changes
+                       if c.name in gate.rollouts and c.name not in gate.outcomes]
         if not targets:
             return
         deployment = ctx.config.deployment
@@ -379,34 +386,63 @@ class Services(ResourceKind):
                 "maximumPercent": spec["maximum_percent"]}
 
     @staticmethod
-    def _rollouts(ctx: Context) -> dict[str, rollout.Target]:
-        return ctx.memo("service rollouts to wait for", dict)
-
-    @staticmethod
-    def _confirmed(ctx: Context) -> set[str]:
-        """The services whose rollout in this apply has already been waited for, and succeeded."""
-        return ctx.memo("service rollouts that succeeded", set)
+    def _gate(ctx: Context) -> "StartGate":
+        return ctx.memo("services: start gate", StartGate)
 
     def _start_in_order(self, ctx: Context, name: str) -> None:
         """Before a service's change starts a rollout: the command's steps before the first service change
-        (once), then every rollout of an earlier start tier that this apply started must have succeeded."""
-        while ctx.before_services:
-            ctx.before_services.pop(0)(ctx)
-        tier = self.change_order(ctx.config, name)
-        confirmed = self._confirmed(ctx)
-        earlier = [target for other, target in sorted(self._rollouts(ctx).items())
-                   if other not in confirmed and self.change_order(ctx.config, other) < tier]
-        if not earlier:
-            return
-        deployment = ctx.config.deployment
-        outcomes = rollout.wait(ctx, names.cluster(ctx.config), earlier, deployment.rollout_timeout_seconds,
-                                deployment.rollout_poll_seconds)
-        confirmed.update(o.service for o in outcomes if not o.failed)
-        if any(o.failed for o in outcomes):
-            raise ApplyError(rollout.failure_message(outcomes) + f"\n{name} and the services that start after "
-                             f"it were not changed: they start only once the services they call have rolled out.")
+        (once), then every rollout of an earlier start tier that this apply started must have succeeded.
+
+        Changes of one tier run at the same time (executor.py: a tier starts only once every change of the
+        tiers before it is done): one of them runs the steps and waits for the earlier tiers' rollouts while
+        the others wait for it, then each of them goes ahead, or fails with what failed."""
+        gate = self._gate(ctx)
+        with gate.lock:
+            if gate.step_failure:
+                raise ApplyError(gate.step_failure)
+            while ctx.before_services:
+                step = ctx.before_services.pop(0)
+                try:
+                    step(ctx)
+                except ApplyError as exc:
+                    gate.step_failure = str(exc)
+                    raise
+                except Exception as exc:
+                    gate.step_failure = (f"a step before the first service change failed: {type(exc).__name__}: "
+                                         f"{exc}. No service was changed.")
+                    raise ApplyError(gate.step_failure) from exc
+            tier = self.change_order(ctx.config, name)
+            earlier = [target for other, target in sorted(gate.rollouts.items())
+                       if other not in gate.outcomes and self.change_order(ctx.config, other) < tier]
+            if earlier:
+                deployment = ctx.config.deployment
+                for outcome in rollout.wait(ctx, names.cluster(ctx.config), earlier,
+                                            deployment.rollout_timeout_seconds, deployment.rollout_poll_seconds):
+                    gate.outcomes[outcome.service] = outcome
+                    gate.waits.setdefault(outcome.service, earlier[0].service)
+            # What was waited for, as one wait reported it (the first that failed, if any).
+            waited = [gate.outcomes[o] for o in sorted(gate.outcomes) if self.change_order(ctx.config, o) < tier]
+            failed = next((o for o in waited if o.failed), None)
+            if failed is None:
+                return
+            together = [o for o in waited if gate.waits[o.service] == gate.waits[failed.service]]
+        raise ApplyError(rollout.failure_message(together) + f"\n{name} and the services that start after "
+                         f"it were not changed: they start only once the services they call have rolled out.")
 
     def _expect_rollout(self, ctx: Context, name: str, task_definition: str, answer: dict) -> None:
         """Remember what this service must end up running, and which of its events were there already."""
-        self._rollouts(ctx)[name] = rollout.Target(
-            name, task_definition, frozenset(e.get("id") for e in answer.get("events") or []))
+        gate = self._gate(ctx)
+        with gate.lock:
+            gate.rollouts[name] = rollout.Target(
+                name, task_definition, frozenset(e.get("id") for e in answer.get("events") or []))
+
+
+class StartGate:
+    """The services' start order within one apply, shared by the service changes that run at the same time."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rollouts: dict[str, rollout.Target] = {}  # the rollouts this apply started, by service
+        self.outcomes: dict[str, rollout.Outcome] = {}  # those already waited for (before a later tier)
+        self.waits: dict[str, str] = {}  # service -> the first service of the wait it was followed in
+        self.step_failure: str | None = None  # a step of ctx.before_services failed: no service may change
