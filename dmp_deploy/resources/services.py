@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from dmp_deploy import names, rollout
 from dmp_deploy.apps import APPS, START_ORDER, start_tier
-from dmp_deploy.aws import error_code
+from dmp_deploy.aws import error_code, polling
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ApplyError, ConfigError
 from dmp_deploy.plan import FieldChange
@@ -232,6 +232,9 @@ class Services(ResourceKind):
         return {names.family(config, app): desired_spec(config, app, state.task_definitions[app])
                 for app in sorted(APPS) if app in state.task_definitions}
 
+    def prefetch(self, ctx: Context) -> None:
+        cluster_services(ctx)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         described = cluster_services(ctx)
         declared = ctx.desired.resources.get(self.kind, {})
@@ -365,8 +368,9 @@ class Services(ResourceKind):
         if not targets:
             return
         deployment = ctx.config.deployment
-        outcomes = rollout.wait(ctx, names.cluster(ctx.config), targets, deployment.rollout_timeout_seconds,
-                                deployment.rollout_poll_seconds)
+        with polling("service rollouts"):
+            outcomes = rollout.wait(ctx, names.cluster(ctx.config), targets, deployment.rollout_timeout_seconds,
+                                    deployment.rollout_poll_seconds)
         if any(o.failed for o in outcomes):
             raise ApplyError(rollout.failure_message(outcomes))
 
@@ -399,8 +403,9 @@ class Services(ResourceKind):
         if not earlier:
             return
         deployment = ctx.config.deployment
-        outcomes = rollout.wait(ctx, names.cluster(ctx.config), earlier, deployment.rollout_timeout_seconds,
-                                deployment.rollout_poll_seconds)
+        with polling("service rollouts"):
+            outcomes = rollout.wait(ctx, names.cluster(ctx.config), earlier, deployment.rollout_timeout_seconds,
+                                    deployment.rollout_poll_seconds)
         confirmed.update(o.service for o in outcomes if not o.failed)
         if any(o.failed for o in outcomes):
             raise ApplyError(rollout.failure_message(outcomes) + f"\n{name} and the services that start after "
