@@ -286,6 +286,8 @@ def child(stack: str) -> dict:
             apply_env = session.open_environment("local")
             from dmp_deploy.deploy import deploy
             deploy(apply_env, allow_destroy=False, quiet=True, command="bench", confirm=lambda plan: True)
+        # Counted before the releases below register revisions: what the minimum depends on is the no-op plan's.
+        minimum = minimum_calls(env0.ctx.desired, account_counts(env0.ctx))
         plan_0 = run_command(main, ["plan", "--env", "local", "--json"], 0.0)
         plan_50 = run_command(main, ["plan", "--env", "local", "--json"], LATENCY_S)
         # The CLI as a process reads config/ itself: only the full stack's config is there.
@@ -297,7 +299,6 @@ def child(stack: str) -> dict:
                  for tag, latency in zip(BUMP_TAGS, (0.0, LATENCY_S))]
         critical = {"noop_plan": scenario(plan_0, plan_50), "first_apply": scenario(first_0, first_50),
                     "bump_all_images": scenario(*bumps)}
-        minimum = minimum_calls(env0.ctx.desired, account_counts(env0.ctx))
         stats = env0.aws.stats
         return {
             "stack": stack,
