@@ -85,3 +85,14 @@ def test_a_noop_plan_waits_for_at_most_six_round_trips(local_aws, run_cli):
     assert trips <= NOOP_PLAN_ROUND_TRIPS, (
         f"a no-op plan waits for {trips} round trips, more than {NOOP_PLAN_ROUND_TRIPS}: a read now waits for "
         f"another that it does not need (prefetch what a kind can read without the registry; planner.read_live)")
+
+
+def test_a_lookup_that_finds_nothing_is_the_error_though_reads_ran_beside_it(local_config, run_cli):
+    """The kinds' prefetches start beside the lookups: when a lookup finds nothing, the plan still fails with the
+    lookups' own message (every problem together), not with a kind's error about the missing VPC."""
+    local_config('vpc = { tags = { Name = "dmp-local" } }', 'vpc = { tags = { Name = "no-such-vpc" } }')
+    for _ in range(3):  # whichever finishes first
+        result = run_cli("plan", "--env", "local")
+        assert result.code == 1
+        assert "Configuration refers to things that do not exist in the account" in result.stderr
+        assert "network.vpc: expected exactly one VPC, found 0" in result.stderr
