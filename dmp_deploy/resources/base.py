@@ -197,7 +197,9 @@ class ResourceKind:
         `ctx.memo`, so that `read` finds their answers. The planner calls every kind's prefetch at once, before
         the lookups are resolved (a prefetch that reads `ctx.lookups` waits for them) and before any `read`:
         a kind's calls then wait only for the answers they need, not for the reads of the kinds it depends on.
-        Never calls what `read` would not; errors are left for `read` to raise. The default prefetches nothing."""
+        Calls only what `read` would (in a no-op plan exactly that; with a resource about to be replaced, at most
+        a read of the old one that `read` then skips); errors are left for `read` to raise, and `read` takes the
+        answers with `ctx.take`. The default prefetches nothing."""
 
     def read(self, ctx: Context) -> dict[str, Live]:
         raise NotImplementedError
