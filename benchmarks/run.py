@@ -1,4 +1,5 @@
-"""Benchmarks: API calls and wall time of a no-op plan, mutating calls of a no-op apply, peak memory.
+"""Benchmarks: API calls, critical path and wall time of a no-op plan, a first apply and an all-images release;
+mutating calls of a no-op apply; the CLI's CPU time and peak memory.
 
     python benchmarks/run.py [--json] [--stacks full,50,200]
 
@@ -7,8 +8,12 @@ exactly as `--env local` uses it), so peak RSS is the tool's own. Synthetic stac
 each a copy of user-frontend: its own security group, log group, task role, task definition and service) to the
 ten real apps; they call no other app (see `child`), and their images are pushed to the embedded ECR first.
 Latency is injected at the AWS seam (a sleep before every call attempt); each time is the median of three plans.
-Results are documented in docs/benchmarks.md; the budgets of issue 6 are checked and the exit code is 1 when one
-is missed.
+Results are documented in docs/benchmarks.md; the budgets of issues 6 and 14 are checked and the exit code is 1
+when one is missed.
+
+Critical paths (issue 14) are counted by the seam (`CallStats.round_trips`: each call is one deeper than the
+deepest call that had completed when it started; polls that wait for AWS to finish something apart, in
+`poll_round_trips`), in the runs with 50 ms injected per call, where a call that could run beside another does.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ sys.path.insert(0, str(ROOT))
 BUDGET_RATIO = 1.25
 BUDGET_S = {"full": 2.0, 200: 5.0}  # no-op plan with 50 ms latency per call
 RUNS = 3  # plans timed per latency; the median is reported
+# Issue 14: round trips on the critical path (polls apart), and the CLI's CPU for a no-op plan against the floor
+# of `python -c 'import boto3'` measured in the same run.
+BUDGET_ROUND_TRIPS = {"noop_plan": 6, "first_apply": 30, "bump_all_images": 8}
+BUDGET_CPU_RATIO = 3.0
+LATENCY_S = 0.050
+CPU_RUNS = 3  # CLI processes timed for the CPU figures; the median is reported
+BUMP_TAGS = ("bench-a", "bench-b")  # the all-images release at 0 ms, then at 50 ms
 
 
 def synthetic(total_services: int, workdir: Path) -> tuple[Path, Path, list[str]]:
@@ -141,6 +153,82 @@ def minimum_calls(state, account: dict[str, int]) -> dict[str, int]:
     return minimum
 
 
+def run_command(main, argv: list[str], latency_s: float) -> dict:
+    """One CLI command run in this process (as `python run.py ARGV`) with `latency_s` slept before every call
+    attempt at the seam: its wall time and what its seam counted."""
+    from dmp_deploy import session
+
+    seams = []
+
+    def attach(aws):
+        seams.append(aws)
+        if latency_s:
+            aws.hooks.append(lambda call: time.sleep(latency_s))
+
+    session.ON_CONNECT.append(attach)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        started = time.perf_counter()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["--log-format", "json", *argv])
+        elapsed = time.perf_counter() - started
+    finally:
+        session.ON_CONNECT.remove(attach)
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {code}: {out.getvalue()[:3000]} {err.getvalue()[-3000:]}")
+    if len(seams) != 1:
+        raise SystemExit(f"{' '.join(argv)} opened {len(seams)} AWS seams; the critical path is counted on one")
+    stats = seams[0].stats
+    return {"s": round(elapsed, 3), "round_trips": stats.round_trips, "poll_round_trips": stats.poll_round_trips,
+            "calls": stats.total, "mutating": stats.total_mutating, "polls": dict(sorted(stats.polls.items()))}
+
+
+def scenario(at_0ms: dict, at_50ms: dict) -> dict:
+    """One command's figures: round trips from the run at 50 ms a call (where concurrent calls overlap), times of
+    both."""
+    return {"round_trips": at_50ms["round_trips"], "poll_round_trips": at_50ms["poll_round_trips"],
+            "s_0ms": at_0ms["s"], "s_50ms": at_50ms["s"], "calls": at_50ms["calls"],
+            "mutating": at_50ms["mutating"], "polls": at_50ms["polls"]}
+
+
+# Started by a small Python process of its own: a child's peak RSS (ru_maxrss) starts from its parent's at fork and
+# survives exec, so a child of this benchmark process would report at least this process's 150 MB.
+USAGE_LAUNCHER = """
+import json, os, sys
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "cpu_s": usage.ru_utime + usage.ru_stime,
+                  "rss_mb": usage.ru_maxrss / 1024}))
+"""
+
+
+def process_usage(argv: list[str]) -> dict:
+    """CPU time (user + system) and peak RSS of one process (its own rusage, from wait4)."""
+    proc = subprocess.run([sys.executable, "-c", USAGE_LAUNCHER, *argv], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise SystemExit(f"could not measure {' '.join(argv)}: {proc.stderr[-3000:]}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "stderr": proc.stderr}
+
+
+def cli_usage() -> dict:
+    """The CLI's CPU time and peak RSS for a no-op `plan` of the running embedded AWS, beside the floor of
+    `python -c 'import boto3'`, measured alternately in this run (medians of CPU_RUNS each)."""
+    plan, floor = [], []
+    for _ in range(CPU_RUNS):
+        floor.append(process_usage([sys.executable, "-c", "import boto3"]))
+        run = process_usage([sys.executable, str(ROOT / "run.py"), "--log-format", "json", "plan", "--env", "local",
+                             "--json"])
+        if run["code"] != 0:
+            raise SystemExit(f"the CLI's no-op plan exited {run['code']}: {run['stderr'][-3000:]}")
+        plan.append(run)
+    cpu = statistics.median(r["cpu_s"] for r in plan)
+    floor_cpu = statistics.median(r["cpu_s"] for r in floor)
+    return {"cli_noop_plan_cpu_s": round(cpu, 3), "cli_noop_plan_peak_rss_mb": round(max(r["rss_mb"] for r in plan), 1),
+            "import_boto3_cpu_s": round(floor_cpu, 3),
+            "import_boto3_peak_rss_mb": round(max(r["rss_mb"] for r in floor), 1),
+            "cli_cpu_ratio": round(cpu / floor_cpu, 2)}
+
+
 def child(stack: str) -> dict:
     """Run one stack in this process (called in a fresh child process)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"dmp-bench-{stack}-"))
@@ -162,19 +250,23 @@ def child(stack: str) -> dict:
         render.TASK_DEFINITIONS_DIR = templates
     try:
         endpoint = control.up()["endpoint"]
+        from dmp_deploy import desired
+        from dmp_deploy.local.seed import seed_images
+        synthetic_config = None
         if stack != "full":
             # The embedded AWS seeds the images of the configured apps when it starts; it does not read this
             # process's synthetic config, so push the synthetic frontends' images here (as seed.py would).
-            from dmp_deploy import desired
-            from dmp_deploy.local.seed import seed_images
             synthetic_config = config_module.load_config("local")
             seed_images(endpoint, synthetic_config, desired.render_task_definitions(
                 synthetic_config, {app: c.image_tag for app, c in synthetic_config.apps.items()}))
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["--log-format", "json", "apply", "--env", "local", "--json"])
-        if code != 0:
-            raise SystemExit(f"initial apply failed: {out.getvalue()[:3000]} {err.getvalue()[-3000:]}")
+        # The first apply, from nothing, at 50 ms a call; then again at 0 ms on a fresh embedded AWS.
+        first_50 = run_command(main, ["apply", "--env", "local", "--json"], LATENCY_S)
+        control.down()
+        endpoint = control.up()["endpoint"]
+        if stack != "full":
+            seed_images(endpoint, synthetic_config, desired.render_task_definitions(
+                synthetic_config, {app: c.image_tag for app, c in synthetic_config.apps.items()}))
+        first_0 = run_command(main, ["apply", "--env", "local", "--json"], 0.0)
 
         def noop_plan(latency_s: float):
             env = session.open_environment("local", read_only=True)
@@ -194,7 +286,19 @@ def child(stack: str) -> dict:
             apply_env = session.open_environment("local")
             from dmp_deploy.deploy import deploy
             deploy(apply_env, allow_destroy=False, quiet=True, command="bench", confirm=lambda plan: True)
+        # Counted before the releases below register revisions: what the minimum depends on is the no-op plan's.
         minimum = minimum_calls(env0.ctx.desired, account_counts(env0.ctx))
+        plan_0 = run_command(main, ["plan", "--env", "local", "--json"], 0.0)
+        plan_50 = run_command(main, ["plan", "--env", "local", "--json"], LATENCY_S)
+        # The CLI as a process reads config/ itself: only the full stack's config is there.
+        usage = cli_usage() if stack == "full" else {}
+        # A release of every app at once: `--image APP=TAG` for each (the embedded ECR gets the tags, as CI would).
+        every_app = sorted(env0.ctx.config.apps)
+        bumps = [run_command(main, ["apply", "--env", "local", "--json",
+                                    *[arg for app in every_app for arg in ("--image", f"{app}={tag}")]], latency)
+                 for tag, latency in zip(BUMP_TAGS, (0.0, LATENCY_S))]
+        critical = {"noop_plan": scenario(plan_0, plan_50), "first_apply": scenario(first_0, first_50),
+                    "bump_all_images": scenario(*bumps)}
         stats = env0.aws.stats
         return {
             "stack": stack,
@@ -208,6 +312,10 @@ def child(stack: str) -> dict:
             "noop_plan_s_0ms": round(t0, 3),
             "noop_plan_s_50ms": round(t50, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "critical_path_round_trips": {name: c["round_trips"] for name, c in critical.items()},
+            "poll_round_trips": {name: c["poll_round_trips"] for name, c in critical.items()},
+            "critical_path": critical,
+            **usage,
         }
     finally:
         control.down()
@@ -225,6 +333,15 @@ def budgets(result: dict) -> list[str]:
     if key in BUDGET_S and result["noop_plan_s_50ms"] > BUDGET_S[key]:
         missed.append(f"{result['stack']}: no-op plan with 50 ms latency took {result['noop_plan_s_50ms']}s "
                       f"(budget {BUDGET_S[key]}s)")
+    for name, budget in BUDGET_ROUND_TRIPS.items():
+        trips = result["critical_path_round_trips"][name]
+        if trips > budget:
+            missed.append(f"{result['stack']}: {name} takes {trips} round trips on its critical path (polls apart), "
+                          f"more than {budget}")
+    if "cli_cpu_ratio" in result and result["cli_cpu_ratio"] > BUDGET_CPU_RATIO:
+        missed.append(f"{result['stack']}: the CLI's no-op plan takes {result['cli_noop_plan_cpu_s']}s of CPU, "
+                      f"{result['cli_cpu_ratio']}x `import boto3` ({result['import_boto3_cpu_s']}s), more than "
+                      f"{BUDGET_CPU_RATIO}x")
     return missed
 
 
@@ -254,6 +371,13 @@ def main(argv=None) -> int:
                   f"(minimum {r['min_calls']}, ratio {r['noop_plan_calls'] / r['min_calls']:.2f}); "
                   f"no-op apply {r['noop_apply_mutations']} mutating calls; plan {r['noop_plan_s_0ms']}s at 0 ms, "
                   f"{r['noop_plan_s_50ms']}s at 50 ms; peak RSS {r['peak_rss_mb']} MB")
+            for name, c in r["critical_path"].items():
+                print(f"       {name}: {c['round_trips']} round trips + {c['poll_round_trips']} polls on the "
+                      f"critical path; {c['calls']} calls; {c['s_0ms']}s at 0 ms, {c['s_50ms']}s at 50 ms")
+            if "cli_cpu_ratio" in r:
+                print(f"       CLI no-op plan: {r['cli_noop_plan_cpu_s']}s CPU ({r['cli_cpu_ratio']}x `import boto3`: "
+                      f"{r['import_boto3_cpu_s']}s), peak RSS {r['cli_noop_plan_peak_rss_mb']} MB "
+                      f"(`import boto3`: {r['import_boto3_peak_rss_mb']} MB)")
         for m in missed:
             print(f"BUDGET MISSED: {m}")
     return 1 if missed else 0

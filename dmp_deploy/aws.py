@@ -9,6 +9,8 @@ seam to fail, slow or abort calls. A seam opened read-only refuses mutating call
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,6 +62,22 @@ def _extra_retryable(exc: BaseException) -> bool:
 
 Hook = Callable[["Call"], None]
 
+# What the calls made in this context are waiting for, when they are polls: calls that wait for AWS to finish
+# something this tool started (a mount target becoming available, a rollout, a Cloud Map operation). They are
+# counted apart from the round trips that the tool's own ordering costs (`CallStats.round_trips`).
+_POLLING: contextvars.ContextVar[str | None] = contextvars.ContextVar("dmp_polling", default=None)
+
+
+@contextlib.contextmanager
+def polling(purpose: str):
+    """Mark the AWS calls made inside the block (in this thread, and in threads `Context.map` starts from it) as
+    polls for `purpose`, e.g. "service rollouts". The seam counts them by operation and purpose."""
+    token = _POLLING.set(purpose)
+    try:
+        yield
+    finally:
+        _POLLING.reset(token)
+
 _loader_lock = threading.Lock()
 _shared_loader = None
 
@@ -91,6 +109,15 @@ class CallStats:
     calls: Counter = field(default_factory=Counter)  # "service.operation" -> count
     mutating: Counter = field(default_factory=Counter)
     retries: int = 0  # botocore's own retries plus ours
+    # The critical path, in calls: each call's depth is 1 + the greatest depth among the calls that had completed
+    # when it started (so calls made at the same time share a depth, and a call made after another's answer is one
+    # deeper). Polls (`polling`) add to `poll_round_trips` instead, by the same rule among polls. Measured in time
+    # order: two calls that could have run together but did not (one thread was slow to start) count as a chain, so
+    # these are upper bounds; with latency injected per call (benchmarks/run.py, tests/test_plan_calls.py) they
+    # are the round trips a run waits for.
+    round_trips: int = 0
+    poll_round_trips: int = 0
+    polls: Counter = field(default_factory=Counter)  # "service.operation: purpose" -> count
 
     @property
     def total(self) -> int:
@@ -127,7 +154,8 @@ class Aws:
         self.stats = CallStats()
         self.hooks: list[Hook] = []
         self._lock = threading.Lock()
-        self._client_lock = threading.Lock()
+        self._client_locks: dict[str, threading.Lock] = {}
+        self._session_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._sequence = 0
         self._mutation_sequence = 0
@@ -143,12 +171,18 @@ class Aws:
 
     def client(self, service: str):
         """The raw boto3 client. Only the seam itself and the hooks' plumbing should call AWS through it.
-        Created under a lock of its own, not the counters': creating one takes tens of milliseconds, during which
-        calls to other services go on."""
+        Created on first use (a command builds only the clients it calls), under a lock per service: creating one
+        takes tens of milliseconds (EC2's, 0.1 s), during which calls to other services, and the creation of their
+        clients, go on."""
         client = self._clients.get(service)
         if client is not None:
             return client
-        with self._client_lock:
+        with self._lock:
+            lock = self._client_locks.setdefault(service, threading.Lock())
+            # The session's shared parts (credentials, endpoint resolver) are built lazily by its first client, and
+            # botocore does not build them safely from two threads at once: the first client is made alone.
+            first = self._session_lock if not self._clients else contextlib.nullcontext()
+        with lock, first:
             if service not in self._clients:
                 config = self._config
                 if service in FAIL_FAST_SERVICES:
@@ -173,6 +207,11 @@ class Aws:
             raise MutationRefused(f"{service}.{operation} attempted through a read-only AWS seam")
         client = self.client(service)
         method = getattr(client, operation)
+        purpose = _POLLING.get()
+        with self._lock:
+            depth = (self.stats.round_trips + (purpose is None), self.stats.poll_round_trips + (purpose is not None))
+            if purpose is not None:
+                self.stats.polls[f"{service}.{operation}: {purpose}"] += 1
 
         def attempt():
             with self._lock:
@@ -203,7 +242,12 @@ class Aws:
             reraise=True,
             before_sleep=lambda _state: self._add_retry(),
         )
-        response = retrying(attempt)
+        try:
+            response = retrying(attempt)
+        finally:
+            with self._lock:
+                self.stats.round_trips = max(self.stats.round_trips, depth[0])
+                self.stats.poll_round_trips = max(self.stats.poll_round_trips, depth[1])
         if isinstance(response, dict):
             response = {k: v for k, v in response.items() if k != "ResponseMetadata"}
         return response

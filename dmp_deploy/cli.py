@@ -3,31 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import sys
 import traceback
 
 from dmp_deploy import log as logging_setup
-from dmp_deploy.commands import (add_users, apply, drift, history, local, lock, output, plan, render, revert,
-                                  run_task, validate)
-from dmp_deploy.commands import failures
+from dmp_deploy.commands import failures, output
 from dmp_deploy.commands.failures import UsageError
 
-COMMANDS = [plan, apply, drift, revert, history, lock, render, validate, local, add_users, run_task]
+# Command name -> its module in dmp_deploy/commands/, in the order `--help` lists them. Only the module of the
+# command that runs is imported (each pulls in what it needs: boto3, the resource kinds, the local AWS ...).
+COMMANDS = {"plan": "plan", "apply": "apply", "drift": "drift", "revert": "revert", "history": "history",
+            "lock": "lock", "render": "render", "validate": "validate", "local": "local", "add-users": "add_users",
+            "run-task": "run_task"}
 ERROR = 1
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `command` (a known command's name), only that command's subparser, so that only
+    its module is imported. `--help` and an unknown command get every command."""
     p = Parser(prog="run.py", description="Deploy and operate the Digital Marketplace on AWS ECS Fargate.")
     p.add_argument("--log-format", choices=["auto", "console", "json"], default="auto",
                    help="logs on stderr: readable on a terminal, JSON lines otherwise (default auto)")
     p.add_argument("--debug", action="store_true", help="debug logs, and a traceback on errors")
     p.add_argument("--no-color", action="store_true", help="no colour in plans and drift (also: NO_COLOR=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(sub).set_defaults(handler=command.run)
+    for name, module_name in COMMANDS.items():
+        if command is None or name == command:
+            module = importlib.import_module(f"dmp_deploy.commands.{module_name}")
+            module.add_parser(sub).set_defaults(handler=module.run)
     return p
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command named on the command line (after the global options `_hoist_globals` moved to the front), or
+    None when there is none yet or it is not known (the full parser then says so), or help is asked for."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_FLAGS:
+            i += 1 + (GLOBAL_FLAGS[name] if "=" not in arg else 0)
+            continue
+        if arg.startswith("-"):
+            return None  # -h/--help, or an unknown option before the command: the full parser answers
+        return arg if arg in COMMANDS else None
+    return None
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     # Known before parsing, so that even a usage error is one JSON document with --json.
     json_mode, debug = "--json" in argv, "--debug" in argv
     try:
-        p = parser()
-        args = p.parse_args(_hoist_globals(argv))
+        hoisted = _hoist_globals(argv)
+        p = parser(_command_of(hoisted))
+        args = p.parse_args(hoisted)
         if after is not None and not hasattr(args, "task_command"):
             p.error(f"`-- COMMAND` is only for run-task, not {args.command}")
     except UsageError as exc:

@@ -1,7 +1,10 @@
-"""Building the plan: read live state (concurrently, in dependency waves), diff, order. Never mutates."""
+"""Building the plan: read live state (concurrently, each kind as soon as what it needs is read), diff, order.
+Never mutates."""
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import structlog
@@ -50,7 +53,8 @@ def dependency_order(kinds: list[ResourceKind]) -> list[ResourceKind]:
 
 
 def waves(kinds: list[ResourceKind]) -> list[list[ResourceKind]]:
-    """Groups of kinds that can be read at the same time: each wave depends only on earlier waves."""
+    """Groups of kinds by dependency depth: each wave depends only on earlier waves (docs and tests; `read_live`
+    does not wait for whole waves)."""
     present = {k.kind for k in kinds}
     depth: dict[str, int] = {}
     for k in dependency_order(kinds):
@@ -62,12 +66,54 @@ def waves(kinds: list[ResourceKind]) -> list[list[ResourceKind]]:
 
 
 def read_live(ctx: Context, kinds: list[ResourceKind]) -> dict[str, dict[str, Live]]:
-    lookups.resolve(ctx)
-    live: dict[str, dict[str, Live]] = {}
-    for wave in waves(kinds):
-        for kind, result in zip(wave, ctx.map(lambda k: k.read(ctx), wave)):
-            live[kind.kind] = result
-    return live
+    """Every kind's live resources. Three things run at once from the start: the lookups, every kind's
+    `prefetch` (the reads that need no other kind), and the kinds' `read`s, each of which starts as soon as the
+    lookups are resolved and the kinds it depends on are read (their registry entries are what it interprets its
+    answers with), not when a whole wave of kinds is. Errors: the lookups' first (what the config refers to that
+    does not exist), else the first failed kind in dependency order, whatever finished first."""
+    ordered = dependency_order(kinds)
+    present = {k.kind for k in ordered}
+    ctx.lookups.pending()
+    done: dict[str, Future] = {}
+
+    def resolve():
+        try:
+            lookups.resolve(ctx)
+        except BaseException as exc:
+            ctx.lookups.resolved(exc)
+            raise
+        ctx.lookups.resolved()
+
+    def prefetch(kind: ResourceKind):
+        try:
+            kind.prefetch(ctx)
+        except Exception as exc:  # read() makes the same call again and raises in its turn
+            log.debug("prefetch failed; the read will retry it", kind=kind.kind, error=str(exc))
+
+    def read(kind: ResourceKind):
+        prefetched[kind.kind].result()  # what it prefetched is there to take (Context.take), not still to come
+        resolved.result()
+        for dep in kind.depends_on:
+            if dep in present:
+                done[dep].result()
+        return kind.read(ctx)
+
+    caller = contextvars.copy_context()
+    # One thread per task: a read waits for its dependencies' futures, so a bounded pool could starve them. Kinds
+    # are submitted in dependency order.
+    with ThreadPoolExecutor(max_workers=2 * len(ordered) + 1, thread_name_prefix="read") as pool:
+        resolved = pool.submit(caller.copy().run, resolve)
+        prefetched = {kind.kind: pool.submit(caller.copy().run, prefetch, kind) for kind in ordered}
+        for kind in ordered:
+            done[kind.kind] = pool.submit(caller.copy().run, read, kind)
+        wait([resolved, *done.values()])
+    if resolved.exception() is not None:
+        raise resolved.exception()
+    for kind in ordered:
+        error = done[kind.kind].exception()
+        if error is not None:
+            raise error
+    return {kind.kind: done[kind.kind].result() for kind in ordered}
 
 
 def changes_for(kind: ResourceKind, desired: dict[str, dict], live: dict[str, Live],

@@ -48,13 +48,23 @@ def _environment(directory: str) -> jinja2.Environment:
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    """Jinja's file cache in $DMP_CACHE_DIR (default .dmp-cache/ in the repository root); none if unwritable."""
-    directory = Path(os.environ.get("DMP_CACHE_DIR") or ROOT / ".dmp-cache") / "jinja"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return jinja2.FileSystemBytecodeCache(str(directory))
+    """Jinja's file cache: in $DMP_CACHE_DIR when set; else in .dmp-cache/ in the repository root, or, where the
+    checkout is read-only, in the user's cache directory ($XDG_CACHE_HOME, default ~/.cache, /dmp-deploy); none
+    if no such directory is writable (templates are then compiled in every process)."""
+    if os.environ.get("DMP_CACHE_DIR"):
+        candidates = [Path(os.environ["DMP_CACHE_DIR"])]
+    else:
+        user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dmp-deploy"
+        candidates = [ROOT / ".dmp-cache", user_cache]
+    for base in candidates:
+        directory = base / "jinja"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return jinja2.FileSystemBytecodeCache(str(directory))
+    return None
 
 
 def _tojson(value: Any) -> str:

@@ -117,3 +117,18 @@ def test_compiled_templates_are_cached_but_an_edited_template_renders_anew(tmp_p
     os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert render.render_json(render.environment(directory), "doc.json.j2", {"value": 2}, directory) == {"other": 2}
     render._environment.cache_clear()
+
+
+def test_compiled_templates_go_to_the_user_cache_when_the_checkout_is_read_only(tmp_path, monkeypatch):
+    from dmp_deploy import render
+
+    unwritable = tmp_path / "checkout"
+    unwritable.write_text("a file: nothing can be made under it, as in a read-only checkout")
+    monkeypatch.delenv("DMP_CACHE_DIR", raising=False)
+    monkeypatch.setattr(render, "ROOT", unwritable)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    cache = render._bytecode_cache()
+    assert cache is not None and cache.directory == str(tmp_path / "user-cache" / "dmp-deploy" / "jinja")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(unwritable))  # nowhere writable: compiled in every process
+    assert render._bytecode_cache() is None

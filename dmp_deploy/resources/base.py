@@ -10,6 +10,7 @@ The engine (planner.py, executor.py) knows nothing else about a kind.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +78,47 @@ class Registry:
             return {ids[key]: name for (k, name), ids in self._ids.items() if k == kind and key in ids}
 
 
+class Lookups(dict):
+    """The resolved config lookups (vpc_id, subnet_ids, ...; lookups.py). While the planner resolves them beside
+    the first reads (`ResourceKind.prefetch`), reading one waits until they are resolved, and raises what resolving
+    raised if it failed. Otherwise a plain dict."""
+
+    def __init__(self):
+        super().__init__()
+        self._ready = threading.Event()
+        self._ready.set()
+        self._error: BaseException | None = None
+
+    def pending(self) -> None:
+        self._error = None
+        self._ready.clear()
+
+    def resolved(self, error: BaseException | None = None) -> None:
+        self._error = error
+        self._ready.set()
+
+    def _wait(self) -> None:
+        self._ready.wait()
+        if self._error is not None:
+            raise LookupsFailed(str(self._error))
+
+    def __getitem__(self, key):
+        self._wait()
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self._wait()
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self._wait()
+        return super().__contains__(key)
+
+
+class LookupsFailed(Exception):
+    """A read needed a lookup that could not be resolved; the planner reports the lookups' own error instead."""
+
+
 class Context:
     """What a kind needs while reading and changing AWS: config, the AWS seam, resolved lookups, the registry."""
 
@@ -85,7 +127,7 @@ class Context:
         self.aws = aws
         self.desired = desired
         self.registry = Registry()
-        self.lookups: dict[str, Any] = {}  # resolved config lookups: vpc_id, subnet_ids, ...
+        self.lookups: Lookups = Lookups()  # resolved config lookups: vpc_id, subnet_ids, ...
         # Exact identifiers a release requires, by (kind, name): set by `revert` (and `drift`) from a release record,
         # e.g. ("task_definition", family) -> the revision ARN release N ran. Kinds that honour pins use that
         # identifier instead of choosing or registering one.
@@ -110,13 +152,25 @@ class Context:
                 self._memo[key] = compute()
             return self._memo[key]
 
+    def take(self, key: str, compute: Callable[[], T]) -> T:
+        """What a prefetch left under `key` (`memo`), waiting for it if it is still being read, and forgotten
+        once taken, so that a kind that reads again reads anew; else `compute()` (nothing prefetched)."""
+        with self._memo_lock:
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._memo:
+                return self._memo.pop(key)
+        return compute()
+
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """Run `fn` over `items` concurrently with the context's bound; results in input order."""
+        """Run `fn` over `items` concurrently with the context's bound; results in input order. Each item runs in
+        a copy of the caller's context variables (what the caller's calls are polling for, which kind is reading)."""
         items = list(items)
         if len(items) <= 1:
             return [fn(i) for i in items]
+        caller = contextvars.copy_context()
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(items))) as pool:
-            return list(pool.map(fn, items))
+            return list(pool.map(lambda i: caller.copy().run(fn, i), items))
 
 
 class ResourceKind:
@@ -137,6 +191,15 @@ class ResourceKind:
         """Where a change to `name` goes among this kind's changes (ties by name). The default keeps name order;
         a kind whose resources must change in a given order (services: start order) says so here."""
         return ()
+
+    def prefetch(self, ctx: Context) -> None:
+        """Start the reads of `read` that need nothing from another kind (no registry entries), through
+        `ctx.memo`, so that `read` finds their answers. The planner calls every kind's prefetch at once, before
+        the lookups are resolved (a prefetch that reads `ctx.lookups` waits for them) and before any `read`:
+        a kind's calls then wait only for the answers they need, not for the reads of the kinds it depends on.
+        Calls only what `read` would (in a no-op plan exactly that; with a resource about to be replaced, at most
+        a read of the old one that `read` then skips); errors are left for `read` to raise, and `read` takes the
+        answers with `ctx.take`. The default prefetches nothing."""
 
     def read(self, ctx: Context) -> dict[str, Live]:
         raise NotImplementedError

@@ -175,39 +175,60 @@ def _or_absent(code: str, call: Callable[[], Any]) -> Any:
         raise
 
 
-def _read_setting(ctx: Context, bucket: str, setting: str) -> Any:
+def _fetch_setting(ctx: Context, bucket: str, setting: str) -> Any:
+    """The AWS answer behind one setting (None where the setting is absent); `_setting_from` reads it."""
     def s3(operation: str) -> Callable[[], dict]:
         return lambda: ctx.aws.call("s3", operation, Bucket=bucket)
 
     if setting == "public_access_block":
-        answer = _or_absent("NoSuchPublicAccessBlockConfiguration", s3("get_public_access_block"))
+        return _or_absent("NoSuchPublicAccessBlockConfiguration", s3("get_public_access_block"))
+    if setting == "object_ownership":
+        return _or_absent("OwnershipControlsNotFoundError", s3("get_bucket_ownership_controls"))
+    if setting == "encryption":
+        return _or_absent("ServerSideEncryptionConfigurationNotFoundError", s3("get_bucket_encryption"))
+    if setting == "policy":
+        return _or_absent("NoSuchBucketPolicy", s3("get_bucket_policy"))
+    if setting == "notifications":
+        return s3("get_bucket_notification_configuration")()
+    if setting == "lifecycle":
+        return _or_absent("NoSuchLifecycleConfiguration", s3("get_bucket_lifecycle_configuration"))
+    if setting == "versioning":
+        return s3("get_bucket_versioning")()
+    if setting == "tags":
+        return _or_absent("NoSuchTagSet", s3("get_bucket_tagging"))
+    if setting == "_holds_data":
+        return ctx.aws.call("s3", "list_object_versions", Bucket=bucket, MaxKeys=1)
+    raise ValueError(setting)
+
+
+def _setting_from(ctx: Context, setting: str, answer: Any) -> Any:
+    """One setting in canonical form, from `_fetch_setting`'s answer (the key and roles by name: the registry)."""
+    if setting == "public_access_block":
         return public_access_block_from(answer and answer["PublicAccessBlockConfiguration"])
     if setting == "object_ownership":
-        answer = _or_absent("OwnershipControlsNotFoundError", s3("get_bucket_ownership_controls"))
         return object_ownership_from(answer and answer["OwnershipControls"])
     if setting == "encryption":
-        answer = _or_absent("ServerSideEncryptionConfigurationNotFoundError", s3("get_bucket_encryption"))
         return encryption_from(answer and answer["ServerSideEncryptionConfiguration"],
                                lambda key: kms_keys.reference_for(ctx.registry, key))
     if setting == "policy":
-        answer = _or_absent("NoSuchBucketPolicy", s3("get_bucket_policy"))
         return policy_from(answer and answer["Policy"], ctx.registry)
     if setting == "notifications":
-        return notifications_from(s3("get_bucket_notification_configuration")())
+        return notifications_from(answer)
     if setting == "lifecycle":
-        answer = _or_absent("NoSuchLifecycleConfiguration", s3("get_bucket_lifecycle_configuration"))
         return lifecycle_from(answer and answer.get("Rules", []))
     if setting == "versioning":
-        return versioning_from(s3("get_bucket_versioning")())
+        return versioning_from(answer)
     if setting == "tags":
-        answer = _or_absent("NoSuchTagSet", s3("get_bucket_tagging"))
         return canonical.tags_from_list((answer or {}).get("TagSet"))
     if setting == "_holds_data":
-        return bool(ctx.aws.call("s3", "list_object_versions", Bucket=bucket, MaxKeys=1).get("Versions"))
+        return bool(answer.get("Versions"))
     raise ValueError(setting)
 
 
 # --- the kind -----------------------------------------------------------------------------------------------
+
+SETTINGS = "s3: the add-users bucket"  # prefetched for the read (Context.take)
+
 
 class Bucket(ResourceKind):
     kind = "bucket"
@@ -230,7 +251,12 @@ class Bucket(ResourceKind):
             "tags": config.resource_tags(**PURPOSE_TAG),
         }}
 
-    def read(self, ctx: Context) -> dict[str, Live]:
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(SETTINGS, lambda: self._settings(ctx))
+
+    def _settings(self, ctx: Context) -> dict[str, dict]:
+        """{bucket: {setting: AWS's answer}} (and "_holds_data") for the declared buckets that exist and the ones
+        tagged as ours."""
         declared = sorted(ctx.desired.resources.get(self.kind, {}))
         existing, owned = ctx.map(lambda read: read(), [
             lambda: [b for b in declared if self._exists(ctx, b)],
@@ -238,10 +264,16 @@ class Bucket(ResourceKind):
         ])
         buckets = sorted(set(existing) | set(owned))
         jobs = [(b, s) for b in buckets for s in (*FIELDS, "_holds_data")]
-        values = ctx.map(lambda job: _read_setting(ctx, *job), jobs)
+        values = ctx.map(lambda job: _fetch_setting(ctx, *job), jobs)
         settings: dict[str, dict] = {b: {} for b in buckets}
         for (b, s), value in zip(jobs, values):
             settings[b][s] = value
+        return settings
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        settings = {b: {s: _setting_from(ctx, s, answer) for s, answer in answers.items()}
+                    for b, answers in ctx.take(SETTINGS, lambda: self._settings(ctx)).items()}
+        buckets = sorted(settings)
         out = {}
         for b in buckets:
             holds_data = settings[b].pop("_holds_data")

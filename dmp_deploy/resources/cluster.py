@@ -60,6 +60,9 @@ def _tag_list(tags: dict[str, str]) -> list[dict]:
     return [{"key": k, "value": v} for k, v in sorted(tags.items())]
 
 
+DESCRIBED = "ecs: the cluster"  # prefetched for the read (Context.take)
+
+
 class Cluster(ResourceKind):
     kind = "cluster"
 
@@ -73,9 +76,12 @@ class Cluster(ResourceKind):
             "tags": config.resource_tags(),
         }}
 
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(DESCRIBED, lambda: self._describe(ctx, names.cluster(ctx.config)))
+
     def read(self, ctx: Context) -> dict[str, Live]:
         name = names.cluster(ctx.config)
-        found = self._describe(ctx, name)
+        found = ctx.take(DESCRIBED, lambda: self._describe(ctx, name))
         if found is None:
             return {}
         ctx.registry.put(self.kind, name, arn=found["clusterArn"])

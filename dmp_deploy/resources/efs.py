@@ -55,7 +55,7 @@ from botocore.exceptions import ClientError
 
 from dmp_deploy import canonical, lookups, names, placeholders
 from dmp_deploy import diff as diffing
-from dmp_deploy.aws import error_code
+from dmp_deploy.aws import error_code, polling
 from dmp_deploy.errors import ApplyError
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import kms_keys
@@ -290,13 +290,19 @@ def mount_target_name(file_system: str, zone: str) -> str:
 
 # --- waiting for EFS's asynchronous changes ---------------------------------------------------------------------
 
-def wait_until(what: str, done: Callable[[], bool], timeout: float) -> None:
+def wait_until(what: str, done: Callable[[], bool], timeout: float, purpose: str) -> None:
+    """Poll `done()` until it is true; its calls are counted as polls for `purpose` (aws.polling)."""
     deadline = time.monotonic() + timeout
-    while not done():
+    while not _polled(done, purpose):
         if time.monotonic() > deadline:
             raise ApplyError(f"timed out after {int(timeout)}s waiting for {what}. AWS may still be working on "
                              f"it: run plan in a few minutes, then apply again.")
         time.sleep(POLL_SECONDS)
+
+
+def _polled(done: Callable[[], bool], purpose: str) -> bool:
+    with polling(purpose):
+        return done()
 
 
 def _file_system_state(ctx: Context, fs_id: str) -> str:
@@ -331,7 +337,7 @@ def delete_file_system(ctx: Context, name: str, fs_id: str) -> None:
     for target in _live_mount_targets(ctx, fs_id):
         ctx.aws.call("efs", "delete_mount_target", MountTargetId=target["MountTargetId"])
     wait_until(f"the mount targets of file system {name} ({fs_id}) to be deleted",
-               lambda: not _live_mount_targets(ctx, fs_id), DELETED_TIMEOUT)
+               lambda: not _live_mount_targets(ctx, fs_id), DELETED_TIMEOUT, "efs: mount targets deleted")
     ctx.aws.call("efs", "delete_file_system", FileSystemId=fs_id)
 
 
@@ -359,15 +365,44 @@ def file_system_changes(desired: dict, live_spec: dict) -> list[FieldChange]:
     return diffing.field_changes(desired, live_spec, FileSystems.replace_fields)
 
 
+def _file_system_answers(ctx: Context) -> tuple[list[dict], str | None, list[dict]]:
+    """AWS's answers about our file systems, nothing read from other kinds (memoised; the three kinds' prefetch):
+    the DescribeFileSystems entries, the AWS-managed key's ARN when the declared one uses it, the details."""
+    def read():
+        name = file_system_name(ctx.config)
+        desired = ctx.desired.resources.get(FILE_SYSTEM_KIND, {}).get(name)
+        found = [fs for fs in ctx.aws.pages("efs", "describe_file_systems", "FileSystems")
+                 if _ours(fs, name) and fs["LifeCycleState"] not in GONE_STATES]
+        aws_managed_arn = None
+        if found and desired and desired["kms_key"] == {"alias": AWS_MANAGED_KEY}:
+            aws_managed_arn = ctx.aws.call("kms", "describe_key", KeyId=AWS_MANAGED_KEY)["KeyMetadata"]["Arn"]
+        return found, aws_managed_arn, ctx.map(lambda fs: _file_system_details(ctx, fs["FileSystemId"]), found)
+    return ctx.memo(FILE_SYSTEM_KIND + ": answers", read)
+
+
+def _mount_targets_of(ctx: Context, fs_id: str, share: Callable = Context.take) -> list[tuple[dict, list[str]]]:
+    """The live mount targets of a file system, each with its security group ids: `share` is Context.memo for
+    the prefetch, Context.take for the read."""
+    def read():
+        targets = _live_mount_targets(ctx, fs_id)
+        # DescribeMountTargets does not say which groups guard a mount target: one call each.
+        groups = ctx.map(lambda t: ctx.aws.call("efs", "describe_mount_target_security_groups",
+                                                MountTargetId=t["MountTargetId"]).get("SecurityGroups") or [],
+                         targets)
+        return list(zip(targets, groups))
+    return share(ctx, f"efs: mount targets of {fs_id}", read)
+
+
+def _access_points_of(ctx: Context, fs_id: str, share: Callable = Context.take) -> list[dict]:
+    """A file system's access points (`share` as for `_mount_targets_of`)."""
+    return share(ctx, f"efs: access points of {fs_id}", lambda: ctx.aws.pages(
+        "efs", "describe_access_points", "AccessPoints", FileSystemId=fs_id))
+
+
 def _read_file_systems(ctx: Context) -> FileSystemsRead:
     name = file_system_name(ctx.config)
     desired = ctx.desired.resources.get(FILE_SYSTEM_KIND, {}).get(name)
-    found = [fs for fs in ctx.aws.pages("efs", "describe_file_systems", "FileSystems")
-             if _ours(fs, name) and fs["LifeCycleState"] not in GONE_STATES]
-    aws_managed_arn = None
-    if found and desired and desired["kms_key"] == {"alias": AWS_MANAGED_KEY}:
-        aws_managed_arn = ctx.aws.call("kms", "describe_key", KeyId=AWS_MANAGED_KEY)["KeyMetadata"]["Arn"]
-    details = ctx.map(lambda fs: _file_system_details(ctx, fs["FileSystemId"]), found)
+    found, aws_managed_arn, details = _file_system_answers(ctx)
     specs = {fs["FileSystemId"]: _file_system_spec(ctx, fs, detail, aws_managed_arn)
              for fs, detail in zip(found, details)}
 
@@ -451,6 +486,9 @@ class FileSystems(ResourceKind):
             "tags": config.resource_tags(Name=file_system_name(config)),
         }}
 
+    def prefetch(self, ctx: Context) -> None:
+        _file_system_answers(ctx)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         found = read_file_systems(ctx)
         return {key: Live(spec=found.specs[key], holds_data=True,
@@ -476,7 +514,8 @@ class FileSystems(ResourceKind):
         ctx.registry.put(self.kind, name, id=fs_id, arn=fs["FileSystemArn"])
         # Mount targets and policies need an available file system.
         wait_until(f"file system {name} ({fs_id}) to become available",
-                   lambda: _file_system_state(ctx, fs_id) == "available", AVAILABLE_TIMEOUT)
+                   lambda: _file_system_state(ctx, fs_id) == "available", AVAILABLE_TIMEOUT,
+                   "efs: file system available")
         self._put_policy(ctx, fs_id, fs["FileSystemArn"], spec["policy"])
         if spec["lifecycle_policies"]:
             ctx.aws.call("efs", "put_lifecycle_configuration", FileSystemId=fs_id,
@@ -541,17 +580,17 @@ class MountTargets(ResourceKind):
         return {mount_target_name(fs, zone): {"file_system": fs, "subnet_id": subnet, "security_groups": groups}
                 for zone, subnet in mount_target_subnets(subnets).items()}
 
+    def prefetch(self, ctx: Context) -> None:
+        ctx.map(lambda fs: _mount_targets_of(ctx, fs["FileSystemId"], Context.memo), _file_system_answers(ctx)[0])
+
     def read(self, ctx: Context) -> dict[str, Live]:
         file_systems = read_file_systems(ctx)
         subnets = lookups.subnets(ctx)  # described once, by the lookups
         ctx.desired.resources[self.kind] = self.declared(ctx, subnets)
-        listed = ctx.map(lambda item: (item[0], item[1], _live_mount_targets(ctx, item[1]["FileSystemId"])),
+        listed = ctx.map(lambda item: (item[0], item[1], _mount_targets_of(ctx, item[1]["FileSystemId"])),
                          list(file_systems.file_systems.items()))
-        targets = [(key, fs, target) for key, fs, found in listed for target in found]
-        # DescribeMountTargets does not say which groups guard a mount target: one call each.
-        groups = ctx.map(lambda t: ctx.aws.call("efs", "describe_mount_target_security_groups",
-                                                MountTargetId=t[2]["MountTargetId"]).get("SecurityGroups") or [],
-                        targets)
+        targets = [(key, fs, target) for key, fs, found in listed for target, _ in found]
+        groups = [target_groups for _, _, found in listed for _, target_groups in found]
         group_names = read_groups(ctx).names.groups  # our groups by id, except those about to be replaced
         out = {}
         for (key, fs, target), group_ids in zip(targets, groups):
@@ -581,14 +620,16 @@ class MountTargets(ResourceKind):
         # Gone before anything follows: a replacement in the same zone, or the file system's deletion.
         ctx.aws.call("efs", "delete_mount_target", MountTargetId=live.ids["id"])
         wait_until(f"mount target {name} ({live.ids['id']}) to be deleted",
-                   lambda: _mount_target_state(ctx, live.ids["id"]) == "deleted", DELETED_TIMEOUT)
+                   lambda: _mount_target_state(ctx, live.ids["id"]) == "deleted", DELETED_TIMEOUT,
+                   "efs: mount target deleted")
 
     def settle(self, ctx: Context, changes: list) -> None:
         for change in changes:
             if change.action in ("create", "replace"):
                 target_id = ctx.registry.get(self.kind, change.name, "id")
                 wait_until(f"mount target {change.name} ({target_id}) to become available",
-                           lambda: _mount_target_state(ctx, target_id) == "available", AVAILABLE_TIMEOUT)
+                           lambda: _mount_target_state(ctx, target_id) == "available", AVAILABLE_TIMEOUT,
+                           "efs: mount target available")
 
 
 # --- the access point ---------------------------------------------------------------------------------------------
@@ -628,11 +669,13 @@ class AccessPoints(ResourceKind):
             "tags": config.resource_tags(Name=name),
         }}
 
+    def prefetch(self, ctx: Context) -> None:
+        ctx.map(lambda fs: _access_points_of(ctx, fs["FileSystemId"], Context.memo), _file_system_answers(ctx)[0])
+
     def read(self, ctx: Context) -> dict[str, Live]:
         file_systems = read_file_systems(ctx)
         declared = ctx.desired.resources.get(self.kind, {})
-        listed = ctx.map(lambda fs: ctx.aws.pages("efs", "describe_access_points", "AccessPoints",
-                                                  FileSystemId=fs["FileSystemId"]),
+        listed = ctx.map(lambda fs: _access_points_of(ctx, fs["FileSystemId"]),
                          list(file_systems.file_systems.values()))
         by_name: dict[str, list[tuple[dict, dict]]] = {}
         for point in (p for found in listed for p in found):
@@ -704,7 +747,8 @@ class AccessPoints(ResourceKind):
             if change.action in ("create", "replace"):
                 point_id = access_point_id(ctx, change.name)
                 wait_until(f"access point {change.name} ({point_id}) to become available",
-                           lambda: self._state(ctx, point_id) == "available", AVAILABLE_TIMEOUT)
+                           lambda: self._state(ctx, point_id) == "available", AVAILABLE_TIMEOUT,
+                           "efs: access point available")
 
     @staticmethod
     def _state(ctx: Context, point_id: str) -> str:

@@ -80,6 +80,9 @@ def target_parameters(spec: dict) -> dict:
     return params
 
 
+RULES_READ = "events: our rules"  # prefetched for the read (Context.take)
+
+
 class EventRules(ResourceKind):
     kind = KIND
     depends_on = (ALIAS_KIND, "iam_role")
@@ -98,10 +101,13 @@ class EventRules(ResourceKind):
             "tags": config.resource_tags(),
         }}
 
-    def read(self, ctx: Context) -> dict[str, Live]:
-        config = ctx.config
-        declared = ctx.desired.resources.get(self.kind, {})
-        rules = [r for r in ctx.aws.pages("events", "list_rules", "Rules", NamePrefix=f"{config.prefix}-")
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(RULES_READ, lambda: self._rules(ctx))
+
+    @staticmethod
+    def _rules(ctx: Context) -> list[tuple[dict, tuple[dict, list[dict]]]]:
+        """[(ListRules entry, (tags, targets))] of the default bus's rules under our prefix."""
+        rules = [r for r in ctx.aws.pages("events", "list_rules", "Rules", NamePrefix=f"{ctx.config.prefix}-")
                  if r.get("EventBusName", "default") == "default"]
 
         def details(rule: dict) -> tuple[dict, list[dict]]:
@@ -110,9 +116,13 @@ class EventRules(ResourceKind):
                     ctx.aws.call("events", "list_tags_for_resource", ResourceARN=rule["Arn"]).get("Tags")),
                 lambda: ctx.aws.pages("events", "list_targets_by_rule", "Targets", Rule=rule["Name"]),
             ]))
+        return list(zip(rules, ctx.map(details, rules)))
 
+    def read(self, ctx: Context) -> dict[str, Live]:
+        config = ctx.config
+        declared = ctx.desired.resources.get(self.kind, {})
         out = {}
-        for rule, (tags, targets) in zip(rules, ctx.map(details, rules)):
+        for rule, (tags, targets) in ctx.take(RULES_READ, lambda: self._rules(ctx)):
             name = rule["Name"]
             if name not in declared and not (tags.get("dmp:managed-by") == "dmp-deploy"
                                              and tags.get("dmp:env") == config.env):

@@ -37,6 +37,9 @@ def policy_name(policy: dict) -> str:
     return policy["Arn"].rsplit("/", 1)[-1]
 
 
+LISTED = "iam: our policies"  # prefetched for the read (Context.take)
+
+
 class IamPolicies(ResourceKind):
     kind = KIND
     depends_on = ("kms_key",)
@@ -48,15 +51,24 @@ class IamPolicies(ResourceKind):
                        "document": canonical.policy(declared["document"]), "tags": config.resource_tags()}
                 for name, declared in sorted(state.resources.get("_extra_iam_policies", {}).items())}
 
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(LISTED, lambda: self._listed(ctx))
+
+    @staticmethod
+    def _listed(ctx: Context) -> tuple[list[dict], list[dict]]:
+        """Our customer-managed policies and their GetPolicy answers (for the tags)."""
+        config = ctx.config
+        # The account's customer-managed policies come with the roles' authorization details (one read for
+        # both kinds), each with its versions' documents; only the tags need a call per policy of ours.
+        listed = [p for p in iam_roles.authorization_details(ctx).policies
+                  if p["Path"].startswith(names.IAM_PATH) and policy_name(p).startswith(f"{config.prefix}-")]
+        return listed, ctx.map(
+            lambda policy: ctx.aws.call("iam", "get_policy", PolicyArn=policy["Arn"])["Policy"], listed)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         config = ctx.config
         declared = ctx.desired.resources.get(self.kind, {})
-        # The account's customer-managed policies come with the roles' authorization details (one read for both
-        # kinds), each with its versions' documents; only the tags need a call per policy of ours.
-        listed = [p for p in iam_roles.authorization_details(ctx).policies
-                  if p["Path"].startswith(names.IAM_PATH) and policy_name(p).startswith(f"{config.prefix}-")]
-        fetched = ctx.map(lambda policy: ctx.aws.call("iam", "get_policy", PolicyArn=policy["Arn"])["Policy"],
-                          listed)
+        listed, fetched = ctx.take(LISTED, lambda: self._listed(ctx))
         out = {}
         for policy, got in zip(listed, fetched):
             name, tags = policy_name(policy), canonical.tags_from_list(got.get("Tags"))

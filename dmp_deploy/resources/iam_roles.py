@@ -301,6 +301,9 @@ def authorization_details(ctx: Context) -> AuthorizationDetails:
     return ctx.memo("iam: account authorization details", read)
 
 
+LISTED = "iam: roles"  # prefetched for the read (Context.take)
+
+
 class IamRoles(ResourceKind):
     kind = "iam_role"
     depends_on = ("kms_key",)  # policies may name the owned key by placeholder (kms_keys.arn_placeholder)
@@ -309,11 +312,19 @@ class IamRoles(ResourceKind):
     def desired(self, state) -> dict[str, dict]:
         return declared_roles(state)
 
-    def read(self, ctx: Context) -> dict[str, Live]:
-        details, listed = ctx.map(lambda read: read(), [
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(LISTED, lambda: self._listed(ctx))
+
+    @staticmethod
+    def _listed(ctx: Context) -> tuple[list[dict], list[dict]]:
+        """The account's roles with their policies, and ListRoles under our path (for MaxSessionDuration)."""
+        return tuple(ctx.map(lambda read: read(), [
             lambda: authorization_details(ctx).roles,
             lambda: ctx.aws.pages("iam", "list_roles", "Roles", PathPrefix=names.IAM_PATH, MaxItems=IAM_PAGE),
-        ])
+        ]))
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        details, listed = ctx.take(LISTED, lambda: self._listed(ctx))
         declared = set(ctx.desired.resources.get(self.kind, {}))
         ours = [d for d in details if owned(ctx.config, d, declared)]
         sessions = {r["RoleName"]: r.get("MaxSessionDuration") for r in listed}

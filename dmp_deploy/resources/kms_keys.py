@@ -113,6 +113,9 @@ def _is_ours(tags: dict[str, str], env: str) -> bool:
     return tags.get("dmp:managed-by") == "dmp-deploy" and tags.get("dmp:env") == env
 
 
+KEY_READ = "kms: the add-users key"  # prefetched for the read (Context.take)
+
+
 class KmsKeys(ResourceKind):
     kind = "kms_key"
     holds_data = True
@@ -132,7 +135,12 @@ class KmsKeys(ResourceKind):
             "tags": config.resource_tags(),
         }}
 
-    def read(self, ctx: Context) -> dict[str, Live]:
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(KEY_READ, lambda: self._key(ctx))
+
+    def _key(self, ctx: Context) -> tuple[dict, bool, bool | None, dict] | None:
+        """The key under our alias (or the unaliased one of ours), whether it was unaliased, its rotation and
+        tags; None when there is none."""
         alias = names.add_users_key_alias(ctx.config)
         unaliased = False
         try:
@@ -142,13 +150,21 @@ class KmsKeys(ResourceKind):
                 raise
             key = self._unaliased_key(ctx) if alias in ctx.desired.resources.get(self.kind, {}) else None
             if key is None:
-                return {}
+                return None
             unaliased = True
         rotation, tags = ctx.map(lambda read: read(), [
             lambda: self._rotation(ctx, key["KeyId"]),
             lambda: {t["TagKey"]: t["TagValue"]
                      for t in ctx.aws.pages("kms", "list_resource_tags", "Tags", KeyId=key["KeyId"])},
         ])
+        return key, unaliased, rotation, tags
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        alias = names.add_users_key_alias(ctx.config)
+        found = ctx.take(KEY_READ, lambda: self._key(ctx))
+        if found is None:
+            return {}
+        key, unaliased, rotation, tags = found
         if alias not in ctx.desired.resources.get(self.kind, {}) and not _is_ours(tags, ctx.config.env):
             return {}  # someone else's key under our alias: never touched
         ids = {"arn": key["Arn"], "key_id": key["KeyId"], "unaliased": unaliased}

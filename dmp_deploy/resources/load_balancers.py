@@ -46,11 +46,12 @@ its listeners and service, so apply refuses with what to do rather than cut the 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from dmp_deploy import canonical, names, placeholders
 from dmp_deploy.apps import (APPS, FRONTEND_HEALTH_CHECK_PATH, FRONTENDS, ROUTER_HEALTH_CHECK_PATH, WWW_DEFAULT,
                              WWW_ROUTES)
-from dmp_deploy.aws import error_code
+from dmp_deploy.aws import error_code, polling
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ApplyError
 from dmp_deploy.plan import FieldChange
@@ -299,6 +300,54 @@ def _tags_of(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
     return {d["ResourceArn"]: canonical.tags_from_list(d.get("Tags")) for answer in answers for d in answer}
 
 
+def _listing(ctx: Context) -> tuple[list[dict], list[dict]]:
+    """The region's load balancers and target groups (one paginated pass each, concurrently), those with a
+    declared name or our name prefix kept (memoised)."""
+    def read():
+        prefix = f"{ctx.config.prefix}-"
+
+        def candidates(kind: str, operation: str, key: str, name_key: str) -> list[dict]:
+            declared_names = set(ctx.desired.resources.get(kind, {}))
+            return [e for e in ctx.aws.pages("elbv2", operation, key, PageSize=PAGE)
+                    if e[name_key] in declared_names or e[name_key].startswith(prefix)]
+
+        return tuple(ctx.map(lambda args: candidates(*args), [
+            (LB_KIND, "describe_load_balancers", "LoadBalancers", "LoadBalancerName"),
+            (TG_KIND, "describe_target_groups", "TargetGroups", "TargetGroupName")]))
+    return ctx.memo("elbv2: load balancers and target groups", read)
+
+
+def _listeners_of(ctx: Context, lb_arn: str) -> list[dict]:
+    return ctx.memo(f"elbv2: listeners of {lb_arn}", lambda: ctx.aws.pages(
+        "elbv2", "describe_listeners", "Listeners", LoadBalancerArn=lb_arn))
+
+
+def _rules_of(ctx: Context, listener_arn: str, share: Callable = Context.take) -> list[dict]:
+    """A listener's rules: `share` is Context.memo for the prefetch, Context.take for the read."""
+    return share(ctx, f"elbv2: rules of {listener_arn}", lambda: ctx.aws.pages(
+        "elbv2", "describe_rules", "Rules", ListenerArn=listener_arn))
+
+
+def _attributes(ctx: Context, kind: str, arn: str, share: Callable = Context.take) -> list[dict]:
+    """A load balancer's or target group's attributes (`share` as for `_rules_of`)."""
+    def read():
+        if kind == LB_KIND:
+            return ctx.aws.call("elbv2", "describe_load_balancer_attributes", LoadBalancerArn=arn)["Attributes"]
+        return ctx.aws.call("elbv2", "describe_target_group_attributes", TargetGroupArn=arn)["Attributes"]
+    return share(ctx, f"elbv2: attributes of {arn}", read)
+
+
+def _prefetch_declared(ctx: Context, kind: str) -> None:
+    """The attributes of the load balancers or target groups with a declared name, as soon as they are listed
+    (one with only our prefix is ours by its tags, which come later: its kind reads it then)."""
+    lbs, tgs = _listing(ctx)
+    entries, name_key, arn_key = ((lbs, "LoadBalancerName", "LoadBalancerArn") if kind == LB_KIND
+                                  else (tgs, "TargetGroupName", "TargetGroupArn"))
+    declared = ctx.desired.resources.get(kind, {})
+    ctx.map(lambda e: _attributes(ctx, kind, e[arn_key], Context.memo),
+            [e for e in entries if e[name_key] in declared])
+
+
 def _family(ctx: Context) -> dict:
     """The one read of the family, shared by the four kinds: the region's load balancers and target groups (one
     paginated pass each, concurrently), those with a declared name or our name prefix kept; the listeners of those
@@ -307,18 +356,8 @@ def _family(ctx: Context) -> dict:
     Returns {"load_balancers": [...], "target_groups": [...], "listeners": {load balancer ARN: [...]},
     "tags": {ARN: tags}}."""
     def read() -> dict:
-        prefix = f"{ctx.config.prefix}-"
-
-        def candidates(kind: str, operation: str, key: str, name_key: str) -> list[dict]:
-            declared_names = set(ctx.desired.resources.get(kind, {}))
-            return [e for e in ctx.aws.pages("elbv2", operation, key, PageSize=PAGE)
-                    if e[name_key] in declared_names or e[name_key].startswith(prefix)]
-
-        lbs, tgs = ctx.map(lambda args: candidates(*args), [
-            (LB_KIND, "describe_load_balancers", "LoadBalancers", "LoadBalancerName"),
-            (TG_KIND, "describe_target_groups", "TargetGroups", "TargetGroupName")])
-        listeners = ctx.map(lambda lb: ctx.aws.pages("elbv2", "describe_listeners", "Listeners",
-                                                     LoadBalancerArn=lb["LoadBalancerArn"]), lbs)
+        lbs, tgs = _listing(ctx)
+        listeners = ctx.map(lambda lb: _listeners_of(ctx, lb["LoadBalancerArn"]), lbs)
         arns = ([lb["LoadBalancerArn"] for lb in lbs] + [tg["TargetGroupArn"] for tg in tgs]
                 + [listener["ListenerArn"] for found in listeners for listener in found])
         return {"load_balancers": lbs, "target_groups": tgs,
@@ -386,12 +425,13 @@ class LoadBalancers(ResourceKind):
     def desired(self, state) -> dict[str, dict]:
         return declared(state.config)[LB_KIND]
 
+    def prefetch(self, ctx: Context) -> None:
+        ctx.map(lambda read: read(), [lambda: _prefetch_declared(ctx, LB_KIND), lambda: _family(ctx)])
+
     def read(self, ctx: Context) -> dict[str, Live]:
         ours = read_load_balancers(ctx)
         declared_specs = ctx.desired.resources.get(self.kind, {})
-        answers = ctx.map(lambda lb: ctx.aws.call("elbv2", "describe_load_balancer_attributes",
-                                                  LoadBalancerArn=lb[0]["LoadBalancerArn"])["Attributes"],
-                          list(ours.values()))
+        answers = ctx.map(lambda lb: _attributes(ctx, LB_KIND, lb[0]["LoadBalancerArn"]), list(ours.values()))
         group_names = ctx.registry.names_by("security_group", "id")
         out = {}
         for (name, (lb, tags)), attrs in zip(ours.items(), answers):
@@ -447,7 +487,8 @@ class LoadBalancers(ResourceKind):
         deadline = time.monotonic() + DELETE_WAIT_SECONDS
         while time.monotonic() < deadline:
             try:
-                ctx.aws.call("elbv2", "describe_load_balancers", LoadBalancerArns=[live.ids["replaced_arn"]])
+                with polling("load balancer deleted"):
+                    ctx.aws.call("elbv2", "describe_load_balancers", LoadBalancerArns=[live.ids["replaced_arn"]])
             except Exception as exc:
                 if error_code(exc) == "LoadBalancerNotFound":
                     break
@@ -479,11 +520,12 @@ class TargetGroups(ResourceKind):
     def desired(self, state) -> dict[str, dict]:
         return declared(state.config)[TG_KIND]
 
+    def prefetch(self, ctx: Context) -> None:
+        _prefetch_declared(ctx, TG_KIND)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         ours = read_target_groups(ctx)
-        answers = ctx.map(lambda tg: ctx.aws.call("elbv2", "describe_target_group_attributes",
-                                                  TargetGroupArn=tg[0]["TargetGroupArn"])["Attributes"],
-                          list(ours.values()))
+        answers = ctx.map(lambda tg: _attributes(ctx, TG_KIND, tg[0]["TargetGroupArn"]), list(ours.values()))
         out = {}
         for (name, (tg, tags)), attrs in zip(ours.items(), answers):
             vpc = tg.get("VpcId")
@@ -553,6 +595,9 @@ class Listeners(ResourceKind):
     def desired(self, state) -> dict[str, dict]:
         return declared(state.config)[LISTENER_KIND]
 
+    def prefetch(self, ctx: Context) -> None:
+        _family(ctx)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         listeners = read_listeners(ctx)
         tags = listener_tags(ctx)
@@ -617,13 +662,22 @@ class ListenerRules(ResourceKind):
     def desired(self, state) -> dict[str, dict]:
         return declared(state.config)[RULES_KIND]
 
+    def prefetch(self, ctx: Context) -> None:
+        # The rules of the declared listeners of the load balancers with a declared name, as soon as those
+        # listeners are listed (read_listeners would wait for the load balancer kind's registry entries).
+        declared = ctx.desired.resources.get(self.kind, {})
+        lbs = [lb for lb in _listing(ctx)[0] if lb["LoadBalancerName"] in ctx.desired.resources.get(LB_KIND, {})]
+        found = ctx.map(lambda lb: [(lb, listener) for listener in _listeners_of(ctx, lb["LoadBalancerArn"])], lbs)
+        ctx.map(lambda item: _rules_of(ctx, item[1]["ListenerArn"], Context.memo),
+                [(lb, listener) for pairs in found for lb, listener in pairs
+                 if names.listener(lb["LoadBalancerName"], listener["Port"]) in declared])
+
     def read(self, ctx: Context) -> dict[str, Live]:
         listeners = read_listeners(ctx)
         declared_names = ctx.desired.resources.get(self.kind, {})
         # Only the listeners the tool declares: a listener no longer declared is deleted, rules and all.
         wanted = [(name, listener) for name, listener in sorted(listeners.items()) if name in declared_names]
-        answers = ctx.map(lambda item: ctx.aws.pages("elbv2", "describe_rules", "Rules",
-                                                     ListenerArn=item[1]["ListenerArn"]), wanted)
+        answers = ctx.map(lambda item: _rules_of(ctx, item[1]["ListenerArn"]), wanted)
         tg_names = ctx.registry.names_by(TG_KIND, "arn")
         return {name: Live(spec={"rules": canonical_rules(rules, tg_names)}, ids={"arn": listener["ListenerArn"]})
                 for (name, listener), rules in zip(wanted, answers)}

@@ -22,6 +22,9 @@ def declared_log_groups(state) -> set[str]:
     return groups
 
 
+LISTED = "logs: our log groups and their tags"  # prefetched for the read (Context.take)
+
+
 class LogGroups(ResourceKind):
     kind = "log_group"
     holds_data = True
@@ -40,16 +43,24 @@ class LogGroups(ResourceKind):
             }
         return out
 
-    def read(self, ctx: Context) -> dict[str, Live]:
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(LISTED, lambda: self._listed(ctx))
+
+    @staticmethod
+    def _listed(ctx: Context) -> tuple[list[dict], list[dict]]:
+        """The groups under our prefix and their tags."""
         prefix = names.log_group_prefix(ctx.config)
         groups = ctx.aws.pages("logs", "describe_log_groups", "logGroups", logGroupNamePrefix=prefix)
         # Tags per group: the tagging API's tag filter would hide a group whose ownership tag was removed
         # out of band, which is exactly the drift to report. One call per group, run concurrently.
-        tag_lists = ctx.map(
+        return groups, ctx.map(
             lambda g: ctx.aws.call("logs", "list_tags_for_resource",
                                    resourceArn=g["arn"].removesuffix(":*")).get("tags", {}),
             groups,
         )
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        groups, tag_lists = ctx.take(LISTED, lambda: self._listed(ctx))
         desired = ctx.desired.resources.get(self.kind, {})
         out = {}
         for g, tags in zip(groups, tag_lists):

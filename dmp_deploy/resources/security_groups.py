@@ -336,6 +336,9 @@ class SecurityGroups(ResourceKind):
                        "tags": config.resource_tags(Name=name, **{"dmp:role": g.role})}
                 for name, g in sorted(declared_groups(config).items())}
 
+    def prefetch(self, ctx: Context) -> None:
+        read_groups(ctx)  # waits for the VPC lookup; puts only this kind's own ids in the registry
+
     def read(self, ctx: Context) -> dict[str, Live]:
         return {name: Live(spec={"description": g.get("Description"), "tags": canonical.tags_from_list(g.get("Tags"))},
                            ids={"id": g["GroupId"]})

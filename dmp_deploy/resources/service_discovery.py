@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Callable
 
 from dmp_deploy import canonical, names
 from dmp_deploy.apps import APPS
-from dmp_deploy.aws import error_code
+from dmp_deploy.aws import error_code, polling
 from dmp_deploy.diff import field_changes
 from dmp_deploy.errors import ApplyError
 from dmp_deploy.plan import FieldChange
@@ -113,7 +114,8 @@ def wait_for_operation(ctx: Context, operation_id: str, what: str) -> dict:
     poll = ctx.config.deployment.rollout_poll_seconds
     deadline = time.monotonic() + OPERATION_TIMEOUT_SECONDS
     while True:
-        operation = ctx.aws.call("servicediscovery", "get_operation", OperationId=operation_id)["Operation"]
+        with polling("cloud map operation"):
+            operation = ctx.aws.call("servicediscovery", "get_operation", OperationId=operation_id)["Operation"]
         status = operation.get("Status")
         if status == "SUCCESS":
             return operation
@@ -132,18 +134,39 @@ def wait_for_operation(ctx: Context, operation_id: str, what: str) -> dict:
 # The namespace
 
 
+def namespaces(ctx: Context) -> tuple[list[dict], list[dict]]:
+    """The account's private DNS namespaces and their tags (memoised)."""
+    def read():
+        found = ctx.aws.pages("servicediscovery", "list_namespaces", "Namespaces",
+                              Filters=[{"Name": "TYPE", "Values": ["DNS_PRIVATE"], "Condition": "EQ"}])
+        found = [n for n in found if n.get("Type", "DNS_PRIVATE") == "DNS_PRIVATE"]
+        return found, ctx.map(lambda n: canonical.tags_from_list(ctx.aws.call(
+            "servicediscovery", "list_tags_for_resource", ResourceARN=n["Arn"]).get("Tags")), found)
+    return ctx.memo("servicediscovery: private DNS namespaces", read)
+
+
+def services_in(ctx: Context, namespace_id: str, share: Callable = Context.take) -> tuple[list[dict], list[dict]]:
+    """The Cloud Map services of a namespace and their tags: `share` is Context.memo for the prefetch,
+    Context.take for the read."""
+    def read():
+        found = ctx.aws.pages("servicediscovery", "list_services", "Services", Filters=[
+            {"Name": NAMESPACE_ID_FILTER, "Values": [namespace_id], "Condition": "EQ"}])
+        return found, ctx.map(lambda s: canonical.tags_from_list(ctx.aws.call(
+            "servicediscovery", "list_tags_for_resource", ResourceARN=s["Arn"]).get("Tags")), found)
+    return share(ctx, f"servicediscovery: services of {namespace_id}", read)
+
+
 class Namespaces(ResourceKind):
     kind = NAMESPACE_KIND
 
     def desired(self, state) -> dict[str, dict]:
         return {names.namespace(state.config): namespace_spec(state.config)}
 
+    def prefetch(self, ctx: Context) -> None:
+        namespaces(ctx)
+
     def read(self, ctx: Context) -> dict[str, Live]:
-        found = ctx.aws.pages("servicediscovery", "list_namespaces", "Namespaces",
-                              Filters=[{"Name": "TYPE", "Values": ["DNS_PRIVATE"], "Condition": "EQ"}])
-        found = [n for n in found if n.get("Type", "DNS_PRIVATE") == "DNS_PRIVATE"]
-        tags = ctx.map(lambda n: canonical.tags_from_list(ctx.aws.call(
-            "servicediscovery", "list_tags_for_resource", ResourceARN=n["Arn"]).get("Tags")), found)
+        found, tags = namespaces(ctx)
         declared = ctx.desired.resources.get(self.kind, {})
         out = {}
         for namespace, its_tags in zip(found, tags):
@@ -196,15 +219,20 @@ class DiscoveryServices(ResourceKind):
     def desired(self, state) -> dict[str, dict]:
         return {names.discovery_service(state.config, app): service_spec(state.config, app) for app in sorted(APPS)}
 
+    def prefetch(self, ctx: Context) -> None:
+        # The namespace kind registers ours by name, declared or tagged as ours; a declared one is the usual case
+        # and needs nothing the namespace kind decides, so its services are read without waiting for that kind.
+        namespace = names.namespace(ctx.config)
+        for entry in namespaces(ctx)[0]:
+            if entry["Name"] == namespace:
+                services_in(ctx, entry["Id"], Context.memo)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         namespace = names.namespace(ctx.config)
         namespace_id = ctx.registry.find(NAMESPACE_KIND, namespace, "id")
         if not namespace_id:
             return {}  # no namespace yet: nothing in it
-        found = ctx.aws.pages("servicediscovery", "list_services", "Services", Filters=[
-            {"Name": NAMESPACE_ID_FILTER, "Values": [namespace_id], "Condition": "EQ"}])
-        tags = ctx.map(lambda s: canonical.tags_from_list(ctx.aws.call(
-            "servicediscovery", "list_tags_for_resource", ResourceARN=s["Arn"]).get("Tags")), found)
+        found, tags = services_in(ctx, namespace_id)
         declared = ctx.desired.resources.get(self.kind, {})
         out = {}
         for service, its_tags in zip(found, tags):

@@ -55,7 +55,7 @@ import threading
 
 from dmp_deploy import names, rollout
 from dmp_deploy.apps import APPS, START_ORDER, start_tier
-from dmp_deploy.aws import error_code
+from dmp_deploy.aws import error_code, polling
 from dmp_deploy.config import Config
 from dmp_deploy.errors import ApplyError, ConfigError
 from dmp_deploy.plan import FieldChange
@@ -237,6 +237,9 @@ class Services(ResourceKind):
         return {names.family(config, app): desired_spec(config, app, state.task_definitions[app])
                 for app in sorted(APPS) if app in state.task_definitions}
 
+    def prefetch(self, ctx: Context) -> None:
+        cluster_services(ctx)
+
     def read(self, ctx: Context) -> dict[str, Live]:
         described = cluster_services(ctx)
         declared = ctx.desired.resources.get(self.kind, {})
@@ -372,8 +375,9 @@ class Services(ResourceKind):
         if not targets:
             return
         deployment = ctx.config.deployment
-        outcomes = rollout.wait(ctx, names.cluster(ctx.config), targets, deployment.rollout_timeout_seconds,
-                                deployment.rollout_poll_seconds)
+        with polling("service rollouts"):
+            outcomes = rollout.wait(ctx, names.cluster(ctx.config), targets, deployment.rollout_timeout_seconds,
+                                    deployment.rollout_poll_seconds)
         if any(o.failed for o in outcomes):
             raise ApplyError(rollout.failure_message(outcomes))
 
@@ -416,8 +420,10 @@ class Services(ResourceKind):
                        if other not in gate.outcomes and self.change_order(ctx.config, other) < tier]
             if earlier:
                 deployment = ctx.config.deployment
-                for outcome in rollout.wait(ctx, names.cluster(ctx.config), earlier,
-                                            deployment.rollout_timeout_seconds, deployment.rollout_poll_seconds):
+                with polling("service rollouts"):
+                    outcomes = rollout.wait(ctx, names.cluster(ctx.config), earlier,
+                                            deployment.rollout_timeout_seconds, deployment.rollout_poll_seconds)
+                for outcome in outcomes:
                     gate.outcomes[outcome.service] = outcome
                     gate.waits.setdefault(outcome.service, earlier[0].service)
             # What was waited for, as one wait reported it (the first that failed, if any).

@@ -43,7 +43,7 @@ from botocore.exceptions import ClientError
 
 from dmp_deploy import canonical, names
 from dmp_deploy import diff as diffing
-from dmp_deploy.aws import error_code
+from dmp_deploy.aws import error_code, polling
 from dmp_deploy.errors import ApplyError
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import add_users_access
@@ -240,6 +240,9 @@ def _retry_while_role_propagates(call: Callable[[], dict]) -> dict:
             time.sleep(POLL_SECONDS)
 
 
+MACHINES_READ = "stepfunctions: state machines"  # prefetched for the read (Context.take)
+
+
 class StateMachines(ResourceKind):
     kind = KIND
     depends_on = ("task_definition", "iam_role", "log_group", GROUP_KIND)
@@ -269,9 +272,14 @@ class StateMachines(ResourceKind):
         return sorted(changes + definition_changes(desired["definition"], live.spec["definition"]),
                       key=lambda c: c.path)
 
-    def read(self, ctx: Context) -> dict[str, Live]:
+    def prefetch(self, ctx: Context) -> None:
+        ctx.memo(MACHINES_READ, lambda: self._machines(ctx))
+
+    @staticmethod
+    def _machines(ctx: Context) -> list[tuple[dict, tuple[dict, dict]]]:
+        """[(ListStateMachines entry, (DescribeStateMachine, tags))] of the machines under our prefix, with their
+        aliases read alongside."""
         config = ctx.config
-        declared = ctx.desired.resources.get(self.kind, {})
         listed = [m for m in ctx.aws.pages("stepfunctions", "list_state_machines", "stateMachines")
                   if m["name"].startswith(f"{config.prefix}-")]
 
@@ -292,8 +300,13 @@ class StateMachines(ResourceKind):
             described, tags, *_ = ctx.map(lambda read: read(), reads)
             return described, tags
 
+        return list(zip(listed, ctx.map(details, listed)))
+
+    def read(self, ctx: Context) -> dict[str, Live]:
+        config = ctx.config
+        declared = ctx.desired.resources.get(self.kind, {})
         out = {}
-        for machine, (described, tags) in zip(listed, ctx.map(details, listed)):
+        for machine, (described, tags) in ctx.take(MACHINES_READ, lambda: self._machines(ctx)):
             name = machine["name"]
             if name not in declared and not (tags.get("dmp:managed-by") == "dmp-deploy"
                                              and tags.get("dmp:env") == config.env):
@@ -343,7 +356,8 @@ class StateMachines(ResourceKind):
         deadline = time.monotonic() + DELETED_TIMEOUT_SECONDS
         while True:
             try:
-                ctx.aws.call("stepfunctions", "describe_state_machine", stateMachineArn=arn)
+                with polling("state machine deleted"):
+                    ctx.aws.call("stepfunctions", "describe_state_machine", stateMachineArn=arn)
             except ClientError as exc:
                 if error_code(exc) == "StateMachineDoesNotExist":
                     return

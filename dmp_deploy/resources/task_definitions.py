@@ -333,6 +333,16 @@ class TaskDefinitions(ResourceKind):
             }
         return out
 
+    def prefetch(self, ctx: Context) -> None:
+        from dmp_deploy.resources.services import cluster_services  # services.py imports this module
+        prefix = names.family(ctx.config, "")
+        ctx.map(lambda read: read(), [
+            lambda: ctx.map(lambda item: describe(ctx, self._target(ctx, *item)[1]),
+                            sorted((f, revs) for f, revs in active_revisions(ctx).items() if f.startswith(prefix))),
+            lambda: cluster_services(ctx),
+            lambda: self._revisions_releases_need(ctx),
+        ])
+
     def read(self, ctx: Context) -> dict[str, Live]:
         config = ctx.config
         declared = ctx.desired.resources.get(self.kind, {})
