@@ -444,3 +444,151 @@ def test_a_task_without_a_role_may_not_mount(applied):
     file_system, access_point = file_system_and_access_point(applied)
     with pytest.raises(iam_enforcement.MountRefused, match="the task has no IAM role"):
         iam_enforcement.authorize_mount("", file_system, access_point, read_only=True)
+
+
+# --- keys the embedded AWS does not know ----------------------------------------------------------------------------
+
+def _signed_with(local_aws, key: str, token: str | None = None):
+    return boto3.session.Session(aws_access_key_id=key, aws_secret_access_key="made-up", aws_session_token=token,
+                                 region_name=local_aws.region)
+
+
+def test_a_made_up_key_is_refused_as_aws_refuses_it(applied):
+    session = _signed_with(applied, "AKIAMADEUPKEY0000000")
+    with pytest.raises(ClientError) as refused:
+        client(applied, session, "sts").get_caller_identity()
+    assert refused.value.response["Error"]["Code"] == "InvalidClientTokenId"
+    assert "security token included in the request is invalid" in refused.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as refused:
+        client(applied, session, "ssm").get_parameters_by_path(Path="/")
+    assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    with pytest.raises(ClientError) as refused:
+        client(applied, session, "s3").list_objects_v2(Bucket=BUCKET)
+    assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_the_key_of_a_session_the_embedded_aws_no_longer_has_is_refused(applied):
+    session = assume(applied, COPIER_ROLE)
+    client(applied, session, "sts").get_caller_identity()  # valid while the session lives
+    snapshots.load(APPLIED)  # a restore (like a reset) drops every STS session
+    with pytest.raises(ClientError) as refused:
+        client(applied, session, "sts").get_caller_identity()
+    assert refused.value.response["Error"]["Code"] == "InvalidClientTokenId"
+
+
+def test_an_expired_session_is_refused(applied, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from moto.sts.models import sts_backends
+
+    session = assume(applied, COPIER_ROLE)
+    key = session.get_credentials().access_key
+    stored = sts_backends[ACCOUNT]["aws"].get_assumed_role_from_access_key(key)
+    monkeypatch.setattr(stored, "expiration", datetime.now(timezone.utc) - timedelta(seconds=1))
+    with pytest.raises(ClientError, match="expired"):
+        client(applied, session, "ssm").get_parameters_by_path(Path="/")
+
+
+def test_an_inactive_user_key_is_refused(applied):
+    iam = applied.client("iam")
+    iam.create_user(UserName="someone")
+    created = iam.create_access_key(UserName="someone")["AccessKey"]
+    user = _signed_with(applied, created["AccessKeyId"])
+    assert client(applied, user, "sts").get_caller_identity()["Arn"].endswith(":user/someone")
+    iam.update_access_key(UserName="someone", AccessKeyId=created["AccessKeyId"], Status="Inactive")
+    with pytest.raises(ClientError, match="InvalidClientTokenId"):
+        client(applied, user, "sts").get_caller_identity()
+
+
+# --- trust policies: a service assumes a role only if the role trusts it --------------------------------------------
+
+def _trusting(service: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                               "Principal": {"Service": service}}]})
+
+
+def test_a_machine_role_that_does_not_trust_step_functions_fails_the_task_state(applied, quick_retries):
+    applied.client("iam").update_assume_role_policy(RoleName=STATES_ROLE.rsplit("/", 1)[1],
+                                                    PolicyDocument=_trusting("ecs.amazonaws.com"))
+    tasks_before = applied.client("ecs").list_tasks(cluster=CONFIG.prefix)["taskArns"]
+    upload(applied)
+    execution = finished_execution(applied)
+    assert execution["status"] == "FAILED"
+    (state, error, cause), *_ = failed_tasks(applied, execution["executionArn"])
+    assert state == "CopyToEfs"
+    assert STATES_ROLE in cause and "sts:AssumeRole" in cause and "states.amazonaws.com" in cause
+    assert applied.client("ecs").list_tasks(cluster=CONFIG.prefix)["taskArns"] == tasks_before  # nothing ran
+    assert any(d.action == "sts:AssumeRole" and d.resource == STATES_ROLE for d in iam_enforcement.denials())
+
+
+def test_check_task_role_trust_wants_ecs_tasks(applied):
+    iam_enforcement.check_task_role_trust(COPIER_ROLE)  # the deployed role trusts ecs-tasks.amazonaws.com
+    applied.client("iam").update_assume_role_policy(RoleName=COPIER_ROLE.rsplit("/", 1)[1],
+                                                    PolicyDocument=_trusting("ecs.amazonaws.com"))
+    with pytest.raises(iam_enforcement.AccessDenied, match="ecs-tasks.amazonaws.com to assume it"):
+        iam_enforcement.check_task_role_trust(COPIER_ROLE)
+
+
+# --- evaluation details: wildcards, NotPrincipal, unmodelled resources, unknown operators --------------------------
+
+def test_wildcards_match_newlines_in_resources_and_string_like():
+    iam_enforcement.authorize(principal(allow()), "s3:GetObject", "arn:aws:s3:::b/line\nbreak")
+    who = principal(allow(Condition={"StringLike": {"s3:prefix": "up/*"}}))
+    iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k", {"s3:prefix": "up/a\nb"})
+
+
+def _deny_all_but(*listed: str) -> dict:
+    return {"Statement": [{"Effect": "Deny", "NotPrincipal": {"AWS": list(listed)}, "Action": "s3:*",
+                           "Resource": "*"}]}
+
+
+@pytest.mark.parametrize("listed, denied", [
+    (("arn:aws:iam::123456789012:role/dmp-deploy/other",), True),         # someone else is exempt: we are denied
+    ((ROLE,), True),                                                       # the role alone does not exempt a session
+    ((ROLE, SESSION, f"arn:aws:iam::{ACCOUNT}:root"), False),              # session, role and account: exempt
+    ((ROLE, SESSION), True),                                               # ... and the account is needed too
+])
+def test_not_principal_in_a_deny_applies_to_everyone_it_does_not_list(listed, denied):
+    call = lambda: iam_enforcement.authorize(principal(allow()), "s3:GetObject", "arn:aws:s3:::b/k", {},  # noqa: E731
+                                             _deny_all_but(*listed))
+    if denied:
+        with pytest.raises(iam_enforcement.AccessDenied, match="explicit deny in a resource-based policy"):
+            call()
+    else:
+        call()
+
+
+def test_not_principal_in_an_allow_grants_everyone_it_does_not_list():
+    policy = {"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::123456789012:user/x"},
+                             "Action": "s3:GetObject", "Resource": "*"}]}
+    iam_enforcement.authorize(principal(), "s3:GetObject", "arn:aws:s3:::b/k", {}, policy)
+
+
+@pytest.mark.parametrize("statements, denied", [
+    ([allow(action="logs:*", resource="arn:aws:logs:*:*:log-group:/mine:*")], True),  # may not cover it: refused
+    ([allow(action="logs:*", resource="*")], False),                                  # covers any resource
+    ([allow(action="logs:*", resource="*"), {"Effect": "Deny", "Action": "logs:*",
+                                             "Resource": "arn:aws:logs:*:*:log-group:/other:*"}], True),
+    ([{"Effect": "Allow", "Action": "logs:*", "NotResource": "arn:aws:logs:*:*:log-group:/other:*"}], True),
+])
+def test_an_unmodelled_resource_fails_closed(statements, denied):
+    call = lambda: iam_enforcement.authorize(principal(*statements), "logs:DescribeDestinations", None)  # noqa: E731
+    if denied:
+        with pytest.raises(iam_enforcement.AccessDenied):
+            call()
+    else:
+        call()
+
+
+def test_a_deny_with_an_unknown_operator_does_not_apply_when_a_known_condition_is_false():
+    who = principal(allow(), {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {
+        "DateGreaterThan": {"aws:CurrentTime": "2030-01-01"}, "StringEquals": {"s3:prefix": "secret/"}}})
+    iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k", {"s3:prefix": "public/"})
+    with pytest.raises(iam_enforcement.AccessDenied, match="explicit deny"):
+        iam_enforcement.authorize(who, "s3:GetObject", "arn:aws:s3:::b/k", {"s3:prefix": "secret/"})
+
+
+def test_a_mount_without_an_access_point_is_allowed_without_a_file_system_policy(applied):
+    file_system, _ = file_system_and_access_point(applied)
+    applied.client("efs").delete_file_system_policy(FileSystemId=file_system)
+    iam_enforcement.authorize_mount(COPIER_ROLE, file_system, None, read_only=False)

@@ -14,8 +14,11 @@ dmp_deploy/local/moto_compat.py (section "issue 11: IAM enforced") hooks it in w
     of that role, so the rule above applies), and ECS's `iam:PassRole` check of the task's roles on RunTask;
   - `authorize_mount`: an EFS mount of a file system whose policy requires IAM, as the task's role.
 
-Requests signed with any other key (the deployer's `local` key) are not evaluated: locally the deployer is the
-account's administrator, whom not even a resource policy's explicit deny stops (on AWS it would).
+Requests signed with the deployer's `local` key (or moto's internal `ak`, see UNRESTRICTED_KEYS) are not evaluated:
+locally the deployer is the account's administrator, whom not even a resource policy's explicit deny stops (on AWS
+it would). Any other key, unknown, inactive, or of a session that expired or was dropped by a reset, is refused
+with AWS's `The security token included in the request is invalid` (S3: InvalidAccessKeyId). Unsigned requests are
+not evaluated (AWS would answer MissingAuthenticationToken, or judge S3 ones as anonymous).
 
 The rules (AWS IAM User Guide, "Policy evaluation logic"): an explicit Deny in any applicable policy wins; otherwise
 a request is allowed when an identity policy or (same account) a resource policy allows it. A resource policy that
@@ -24,11 +27,16 @@ or the account id) only delegates to the identity policies. KMS is stricter: the
 by delegating to the account. Conditions: the string, ARN, Bool, Null and numeric operators, `...IfExists`, and
 `ForAnyValue:` / `ForAllValues:`; a key the request does not carry fails every operator but the negated ones
 (StringNotEquals, ArnNotLike, ...), `...IfExists` and `Null`. An operator this module does not know fails closed:
-an Allow statement with it does not apply, a Deny statement with it does.
+after the known conditions (one false: the statement does not apply), an Allow statement with it does not apply, a
+Deny statement with it does.
 
-Where a request's resource is not modelled (`RESOURCES` below has the workflow's calls), the statement's
-Resource is not compared: the action is still checked. Session policies and permissions boundaries are not
-evaluated; signatures are not verified (the access key identifies the caller).
+Where a request's resource is not modelled (`api_request` and `s3_request` below model the workflow's calls),
+evaluation fails closed: a Deny applies whatever its Resource, an Allow only when its Resource is `*`. `NotPrincipal`
+applies a statement to every principal it does not list (a role session counts as listed only with its session ARN,
+its role ARN and its account listed, as AWS documents). Trust policies are checked when a service assumes a role:
+`trusts()`, `check_task_role_trust()` (ECS tasks), `check_machine_role_trust()` (Step Functions), `deliver_as()`
+(EventBridge). Session policies and permissions boundaries are not evaluated; signatures are not verified (the
+access key identifies the caller).
 
 Every refusal is logged (logger `dmp_deploy.local.iam`) and kept in `denials()` for tests and tools.
 """
@@ -143,19 +151,40 @@ def role_principal(role_arn: str, session: str, account: str | None = None) -> P
     return Principal(session_arn, account, (role_arn, session_arn), policies)
 
 
+# The keys that are not evaluated: the deployer's (dmp_deploy.session.LOCAL_CREDENTIALS; locally the deployer is the
+# account's administrator) and moto's own for its service integrations (Step Functions' `boto_client_for` signs with
+# `ak` when a state has no role). Any other key that is neither a live STS session's nor an active IAM user's is
+# refused, as AWS refuses a key it does not know.
+UNRESTRICTED_KEYS = frozenset({"local", "ak"})
+
+
+class InvalidCredentials(ValueError):
+    """A request signed with a key AWS would not accept. `code` is S3's error code for it (the JSON and query
+    APIs answer UnrecognizedClientException / InvalidClientTokenId with the same message)."""
+
+    def __init__(self, message: str, s3_code: str):
+        super().__init__(message)
+        self.s3_code = s3_code
+
+
+INVALID_TOKEN = "The security token included in the request is invalid."
+
+
 def principal_for_key(access_key_id: str, session_token: str | None, account: str) -> Principal | None:
-    """The principal an access key belongs to: an assumed role's session or an IAM user; None for any other key
-    (the deployer's). Raises InvalidToken (ValueError) for a session key sent with the wrong session token."""
+    """The principal an access key belongs to: an assumed role's session or an IAM user; None for an unsigned
+    request and for UNRESTRICTED_KEYS. Raises InvalidCredentials (a ValueError) for a session key sent with the
+    wrong session token, an expired session, and any other key (unknown, inactive, or of a session the embedded
+    AWS no longer has: after a reset or expiry)."""
     from moto.sts.models import sts_backends
 
-    if not access_key_id:
+    if not access_key_id or access_key_id in UNRESTRICTED_KEYS:
         return None
     assumed = sts_backends[account]["aws"].get_assumed_role_from_access_key(access_key_id)
     if assumed is not None:
         if session_token != assumed.session_token:
-            raise ValueError("The security token included in the request is invalid.")
+            raise InvalidCredentials(INVALID_TOKEN, "InvalidToken")
         if assumed.expiration.replace(tzinfo=timezone.utc) < datetime.now(timezone.utc):
-            raise ValueError("The security token included in the request is expired")
+            raise InvalidCredentials("The security token included in the request is expired", "ExpiredToken")
         try:
             return role_principal(assumed.role_arn, assumed.session_name, account)
         except Exception:  # noqa: BLE001 - moto's NotFoundException: the role was deleted, nothing is allowed
@@ -169,7 +198,7 @@ def principal_for_key(access_key_id: str, session_token: str | None, account: st
             for group in iam.get_groups_for_user(user.name):
                 policies += list(group.policies.values()) + list(group.managed_policies.values())
             return Principal(user.arn, account, (user.arn,), _documents(policies))
-    return None
+    raise InvalidCredentials(INVALID_TOKEN, "InvalidAccessKeyId")
 
 
 # --- policy evaluation ------------------------------------------------------------------------------------------
@@ -182,18 +211,22 @@ def _list(value: Any) -> list:
 
 
 def _glob(pattern: str, value: str, case_sensitive: bool = True) -> bool:
-    """IAM wildcards: `*` any run of characters, `?` any one character; nothing else is special."""
+    """IAM wildcards: `*` any run of characters (newlines too: an object key may hold one), `?` any one
+    character; nothing else is special."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, 0 if case_sensitive else re.IGNORECASE | re.DOTALL) is not None
+    return re.fullmatch(regex, value, re.DOTALL if case_sensitive else re.IGNORECASE | re.DOTALL) is not None
 
 
 def _action_matches(patterns: Any, action: str) -> bool:
     return any(_glob(p, action, case_sensitive=False) for p in _list(patterns))
 
 
-def _resource_matches(patterns: Any, resource: str | None) -> bool:
-    if resource is None:  # not modelled: only the action is checked
-        return True
+def _resource_matches(patterns: Any, resource: str | None, effect: str | None = None) -> bool:
+    """Whether a statement's Resource covers `resource`. A request whose resource is not modelled (None) fails
+    closed: a Deny applies whatever its Resource (it may name the resource), an Allow only when its Resource is
+    all wildcards (`*`), which would cover any resource."""
+    if resource is None:
+        return effect == "Deny" or any(set(str(p)) == {"*"} for p in _list(patterns))
     return any(_glob(p, resource) for p in _list(patterns))
 
 
@@ -263,23 +296,31 @@ def _condition_holds(operator: str, key: str, wanted: Any, context: dict) -> boo
 
 
 def _conditions_hold(statement: dict, context: dict) -> bool:
+    """All conditions hold (AND). Every known operator is evaluated first: one that fails means the statement
+    does not apply, whatever it is. Only then does an operator this module does not know fail closed: an Allow
+    with it does not apply, a Deny with it does."""
+    unknown = []
     for operator, pairs in (statement.get("Condition") or {}).items():
         for key, wanted in pairs.items():
             try:
                 if not _condition_holds(operator, key, wanted, context):
                     return False
             except _UnknownOperator:
-                log.warning("condition operator %s is not evaluated by the embedded AWS: the statement %s "
-                            "fails closed", operator, statement.get("Sid", ""))
-                return statement.get("Effect") == "Deny"
+                unknown.append(operator)
+    if unknown:
+        log.warning("condition operator(s) %s not evaluated by the embedded AWS: the statement %s fails closed",
+                    ", ".join(sorted(set(unknown))), statement.get("Sid", ""))
+        return statement.get("Effect") == "Deny"
     return True
 
 
 def _principal_match(statement: dict, principal: Principal | None, service: str | None) -> str | None:
     """'direct' when the statement's Principal names this principal (or everyone), 'account' when it names the
     principal's account (delegation to its identity policies), None otherwise."""
+    if "NotPrincipal" in statement:
+        return _not_principal_match(statement["NotPrincipal"], principal, service)
     named = statement.get("Principal")
-    if named is None and "NotPrincipal" not in statement:
+    if named is None:
         return "direct"  # an identity policy
     if named == "*":
         return "direct"
@@ -296,6 +337,26 @@ def _principal_match(statement: dict, principal: Principal | None, service: str 
     return None
 
 
+def _not_principal_match(excluded: Any, principal: Principal | None, service: str | None) -> str | None:
+    """`NotPrincipal`: the statement applies to every principal it does not list ('direct'), None to one it
+    lists. As AWS documents ("AWS JSON policy elements: NotPrincipal"), a principal is excluded only when every
+    ARN it is known by is listed with its account: for a role session, the session's ARN, the role's ARN and the
+    account (`arn:aws:iam::ACCOUNT:root` or the id); for a user, its ARN and the account. Listing only the role
+    does not exempt its sessions (the conservative reading: a Deny then still applies)."""
+    if excluded == "*":
+        return None
+    excluded = excluded if isinstance(excluded, dict) else {}
+    if service:
+        return None if service in _list(excluded.get("Service", [])) else "direct"
+    if principal is None:
+        return "direct"
+    listed = set(_list(excluded.get("AWS", [])))
+    account_listed = bool({principal.account, f"arn:aws:iam::{principal.account}:root"} & listed)
+    if account_listed and all(arn in listed for arn in principal.identity_arns):
+        return None
+    return "direct"
+
+
 def evaluate(document: dict, action: str, resource: str | None, context: dict,
              principal: Principal | None = None, service: str | None = None,
              resource_policy: bool = False) -> tuple[str, str | None]:
@@ -307,10 +368,13 @@ def evaluate(document: dict, action: str, resource: str | None, context: dict,
                 continue
         elif not _action_matches(statement.get("Action", []), action):
             continue
+        effect = statement.get("Effect")
         if "NotResource" in statement:
+            if resource is None and effect != "Deny":
+                continue  # not modelled: an Allow that excludes resources might exclude it (fail closed)
             if resource is not None and _resource_matches(statement["NotResource"], resource):
                 continue
-        elif "Resource" in statement and not _resource_matches(statement["Resource"], resource):
+        elif "Resource" in statement and not _resource_matches(statement["Resource"], resource, effect):
             continue
         named = _principal_match(statement, principal, service) if resource_policy else "direct"
         if named is None or not _conditions_hold(statement, context):
@@ -370,6 +434,23 @@ def trusts(role_arn: str, service: str, source_arn: str | None = None) -> bool:
     return verdict == ALLOW
 
 
+def check_task_role_trust(role_arn: str) -> None:
+    """Raise AccessDenied (sts:AssumeRole on the role) unless the role trusts ecs-tasks.amazonaws.com, as ECS
+    needs to hand a task its role's credentials (a role trusting ecs.amazonaws.com instead is a common mistake)."""
+    if not trusts(role_arn, ECS_TASKS):
+        raise AccessDenied(ECS_TASKS, "sts:AssumeRole", role_arn,
+                           f"the role's trust policy does not allow {ECS_TASKS} to assume it (sts:AssumeRole); "
+                           "verify the role's trust relationship")
+
+
+def check_machine_role_trust(role_arn: str) -> None:
+    """Raise AccessDenied unless the state machine's role trusts states.amazonaws.com (Step Functions assumes it
+    for every service call the machine makes)."""
+    if not trusts(role_arn, "states.amazonaws.com"):
+        raise AccessDenied("states.amazonaws.com", "sts:AssumeRole", role_arn,
+                           "the role's trust policy does not allow states.amazonaws.com to assume it")
+
+
 # --- the workflow's authorisations by services, not requests ------------------------------------------------------
 
 def deliver_as(role_arn: str, target_arn: str, rule_arn: str | None = None) -> None:
@@ -401,6 +482,8 @@ def authorize_mount(task_role_arn: str, file_system_id: str, access_point_id: st
     target). The mount is over TLS (the task definition's transitEncryption), so `aws:SecureTransport` is true."""
     from moto.efs.models import efs_backends
 
+    if not access_point_id:
+        access_point_id = ""
     if not task_role_arn or not task_role_arn.startswith("arn:aws:iam::"):
         raise MountRefused(f"EFS refused the mount of {file_system_id} through {access_point_id}: the task has "
                            f"no IAM role ({task_role_arn!r}), and the mount requires IAM authorisation")
@@ -410,8 +493,8 @@ def authorize_mount(task_role_arn: str, file_system_id: str, access_point_id: st
     if backend is None:
         raise MountRefused(f"EFS refused the mount: file system {file_system_id} does not exist")
     file_system = backend.file_systems_by_id[file_system_id]
-    access_point = backend.access_points.get(access_point_id)
-    if access_point is None or access_point.file_system_id != file_system_id:
+    access_point = backend.access_points.get(access_point_id) if access_point_id else None
+    if access_point_id and (access_point is None or access_point.file_system_id != file_system_id):
         raise MountRefused(f"EFS refused the mount of {file_system_id}: access point {access_point_id} does not "
                            f"exist on that file system")
     try:
@@ -420,8 +503,9 @@ def authorize_mount(task_role_arn: str, file_system_id: str, access_point_id: st
         raise MountRefused(f"EFS refused the mount of {file_system_id}: the task role {task_role_arn} does not "
                            f"exist") from None
     policy = _as_dict(file_system.file_system_policy) if file_system.file_system_policy else None
-    context = {"elasticfilesystem:AccessPointArn": access_point.access_point_arn,
-               "elasticfilesystem:AccessedViaMountTarget": "true", "aws:SecureTransport": "true"}
+    context = {"elasticfilesystem:AccessedViaMountTarget": "true", "aws:SecureTransport": "true"}
+    if access_point is not None:  # a mount of the file system's root carries no access point key
+        context["elasticfilesystem:AccessPointArn"] = access_point.access_point_arn
     actions = ["elasticfilesystem:ClientMount"] + ([] if read_only else ["elasticfilesystem:ClientWrite"])
     for action in actions:
         try:

@@ -1313,7 +1313,7 @@ def ecs_runs_the_containers_commands() -> None:
 #
 # The evaluation itself is dmp_deploy/local/iam_enforcement.py; the gaps below hook it in where AWS evaluates.
 # Requests signed with the deployer's `local` key are never evaluated (locally the deployer is the account's
-# administrator); those signed with an assumed role's or an IAM user's key always are.
+# administrator); those signed with an assumed role's or an IAM user's key always are; any other key is refused.
 
 
 def _json_protocol(response) -> bool:
@@ -1341,12 +1341,18 @@ def _xml_error(code: str, message: str, status: int):
     return refusal
 
 
-def _invalid_token(response, message: str, s3: bool = False):
+def _invalid_token(response, error, s3: bool = False):
+    """AWS's refusal of credentials it does not accept: S3 `InvalidAccessKeyId` / `InvalidToken` /
+    `ExpiredToken` (403), JSON APIs `UnrecognizedClientException`, query APIs `InvalidClientTokenId`."""
     from moto.core.exceptions import JsonRESTError
     from moto.s3.exceptions import S3ClientError
 
+    message = str(error)
     if s3:
-        return S3ClientError("InvalidToken", message)
+        code = getattr(error, "s3_code", "InvalidToken")
+        if code == "InvalidAccessKeyId":
+            message = "The AWS Access Key Id you provided does not exist in our records."
+        return S3ClientError(code, message)
     if _json_protocol(response):
         refusal = JsonRESTError("UnrecognizedClientException", message)
         refusal.code = 403
@@ -1362,7 +1368,9 @@ def iam_evaluates_requests_signed_by_roles_and_users() -> None:
     and then every request must be signed by a known IAM key (the deployer's `local` key would be refused), non-S3
     calls are judged against the resource `*`, and conditions are ignored. Here a request signed by an assumed
     role's or IAM user's key is evaluated by iam_enforcement (resources, conditions, explicit deny, bucket and key
-    policies, S3's KMS calls on the caller's behalf); any other key is the unrestricted deployer."""
+    policies, S3's KMS calls on the caller's behalf); the deployer's `local` key and moto's internal `ak`
+    (iam_enforcement.UNRESTRICTED_KEYS) are unrestricted, and any other key is refused as AWS refuses a key it
+    does not know (InvalidClientTokenId / UnrecognizedClientException / S3 InvalidAccessKeyId)."""
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.moto_api._internal.models import MotoAPIBackend
 
@@ -1376,7 +1384,7 @@ def iam_evaluates_requests_signed_by_roles_and_users() -> None:
         try:
             return iam.principal_for_key(key, token, self.current_account)
         except ValueError as exc:
-            raise _invalid_token(self, str(exc), s3) from None
+            raise _invalid_token(self, exc, s3) from None
 
     def service_of(self) -> str:
         auth = self.headers.get("Authorization") or ""
@@ -1449,11 +1457,15 @@ def stepfunctions_calls_services_as_the_machines_role() -> None:
     session of the role from the embedded STS (session name `StepFunctions`), so
     `iam_evaluates_requests_signed_by_roles_and_users` judges them. A call made without a role (the emulator's
     own bookkeeping), or as a role that does not exist (a machine AWS would have refused at creation; moto
-    accepts any role ARN), keeps the unrestricted key, with a warning for the latter."""
+    accepts any role ARN), keeps the unrestricted key, with a warning for the latter. A role whose trust policy
+    does not let states.amazonaws.com assume it fails the Task state (States.Runtime, naming the role and
+    sts:AssumeRole) before any call is made."""
     import logging
 
     log = logging.getLogger("dmp_deploy.local.iam")
     import sys
+
+    from dmp_deploy.local import iam_enforcement as iam
 
     import boto3
     from botocore.config import Config
@@ -1482,6 +1494,13 @@ def stepfunctions_calls_services_as_the_machines_role() -> None:
             log.warning("state machine role %s does not exist in the embedded IAM: its calls are not evaluated",
                         role_arn)
             return original(region, service, state_credentials)
+        try:
+            iam.check_machine_role_trust(role_arn)
+        except iam.AccessDenied as exc:
+            iam.record("states", exc)
+            # Not a service's error (no `ECS.`/`S3.` name): Step Functions could not get the role's credentials.
+            raise PermissionError(f"Step Functions could not assume the state machine's role {role_arn} "
+                                  f"(sts:AssumeRole): {exc.reason}") from None
         session = _role_credentials(role_arn, region, "StepFunctions")
         return boto3.client(
             service_name=service, region_name=region, endpoint_url=f"http://localhost:{moto_server_port()}",

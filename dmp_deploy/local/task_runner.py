@@ -371,11 +371,14 @@ class TaskRun:
                    "AWS_ENDPOINT_URL": self.settings.endpoint, "AWS_REGION": self.region,
                    "AWS_DEFAULT_REGION": self.region, "AWS_CONFIG_FILE": os.devnull,
                    "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
-                   "PYTHONDONTWRITEBYTECODE": "1", **credentials}
+                   "PYTHONDONTWRITEBYTECODE": "1"}
             for pair in [*(definition.get("environment") or []), *(override.get("environment") or [])]:
                 env[pair["name"]] = self._local(pair["value"], mounts)
             for secret in definition.get("secrets") or []:
                 env[secret["name"]] = self._secret(secret["valueFrom"], name)
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+                env.pop(key, None)  # only the task role's keys: never ones (the deployer's) from the definition
+            env.update(credentials)
             argv = [self._local(word, mounts) for word in _argv(definition, override)]
             executable = shutil.which(argv[0], path=env["PATH"]) if argv else None
             if not executable:
@@ -403,6 +406,11 @@ class TaskRun:
         from moto.utilities.utils import get_partition
         from moto.sts.models import sts_backends
 
+        try:
+            iam_enforcement.check_task_role_trust(role_arn)
+        except iam_enforcement.AccessDenied as refused:
+            raise StartFailure(f"ECS was unable to assume the role '{role_arn}' that was provided for this task: "
+                               f"{refused.reason}") from None
         sts = sts_backends[self.account_id][get_partition(self.region)]
         role = sts.assume_role(region_name=self.region, role_session_name=self.task_id, role_arn=role_arn,
                                policy=None, duration=3600, external_id=None)
@@ -482,7 +490,8 @@ class TaskRun:
                                    f"volumes: access point {access_point_id} of {file_system_id} does not exist")
             is_read_only = bool(point.get("readOnly"))
             try:
-                authorize_mount(role_arn, file_system_id, access_point_id, is_read_only)
+                if (efs.get("authorizationConfig") or {}).get("iam") == "ENABLED":  # else EFS asks no IAM
+                    authorize_mount(role_arn, file_system_id, access_point_id, is_read_only)
             except MountRefused as refused:
                 raise StartFailure(f"ResourceInitializationError: failed to invoke EFS utils commands to set up EFS "
                                    f"volumes: mount of {access_point_id or file_system_id} refused: "
