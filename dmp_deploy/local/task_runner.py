@@ -17,18 +17,25 @@ ECS would run it in the image:
   path (`/mnt/add-users`) appears literally in the tasks' shell scripts, so every occurrence of a mount point's
   `containerPath` as a whole path (not followed by a letter, digit, `_`, `.` or `-`) in the entry point, command,
   environment values and working directory is rewritten to the local directory (`rewrite_paths`). When the server
-  runs as root (CI does) each container runs in a private mount namespace (`unshare`) as the access point's POSIX
-  uid/gid (`setpriv`, no supplementary groups), and a read-only mount point is a read-only bind mount of its
-  directory: a write fails with EROFS, whatever the file modes (`confine`, which also lets that user reach the
-  tool's .venv and Python when they lie below a directory only root may enter). As any other user, the process
-  runs as that user and read-only is not enforced (said in docs/architecture.md).
+  runs as root (CI does) each container runs as the access point's POSIX uid/gid (none named: nobody, 65534) with
+  no supplementary groups. Where the machine allows it (probed once by `configure()`: util-linux's unshare and
+  setpriv, CAP_SYS_ADMIN), that is in a private mount namespace (`unshare`, `setpriv`) where a read-only mount
+  point is a read-only bind mount of its directory: a write fails with EROFS, whatever the file modes (`confine`,
+  which also lets that user reach the tool's .venv and Python when they lie below a directory only root may
+  enter). Where it does not, Python starts the process as that user and read-only is not enforced (a warning is
+  logged; `Settings.confinement` says which). As any other user, the process runs as the server's user and
+  neither is enforced (said in docs/architecture.md).
 - **Service URLs**: a value starting with an internal URL of the environment (the api's Cloud Map name, which does not
   resolve here) is rewritten to the local service standing in for it (the local Data API).
 - **Logs**: each line of stdout and stderr is a log event in the container's `awslogs` group, stream
   `<awslogs-stream-prefix>/<container name>/<task id>`, as ECS names it, written to moto's CloudWatch Logs.
-- **Exit**: the task stays RUNNING while an essential container runs (moto_compat holds its lifecycle); when one
+- **Exit**: the task stays RUNNING while an essential container's main process runs (moto_compat holds its
+  lifecycle); when it exits, whatever else it started (its process group) is killed, as when a container's PID 1
   exits, the others are stopped (SIGTERM, then SIGKILL after `stopTimeout`), and the task stops with each
-  container's exit code (128 + signal for a killed one, as Docker reports it). StopTask stops the processes.
+  container's exit code (128 + signal for a killed one, as Docker reports it). StopTask stops the processes; the
+  server's shutdown (`shutdown()`) and a reset kill them. A run is forgotten once its task is STOPPED and read.
+- **Files**: `configure()` empties the runner's `efs/` and `tasks/` (a new embedded AWS has none of their file
+  systems or tasks); a task's HOME goes when it ends.
   A task that cannot start (a missing log group, secret or executable, a refused mount) stops with
   `TaskFailedToStart` and a reason in ECS's words, running nothing.
 
@@ -116,7 +123,9 @@ def configure(runnable_images: dict[str, Any], directory: Path, endpoint: str,
     `[local_runner]`; `directory` holds the access points' local directories (`efs/`) and the tasks' HOMEs
     (`tasks/`), created 0711 so that the access points' POSIX users reach their own directories below them;
     `service_urls` maps an internal URL of the environment to the local stand-in's; `endpoint` is the embedded
-    AWS. Refuses a directory the tasks' users could not reach, or whose path a shell would misread."""
+    AWS. Refuses a directory the tasks' users could not reach, or whose path a shell would misread. Empties `efs/`
+    and `tasks/` (nothing of an earlier server stays) and, as root, probes once whether tasks can be confined in a
+    mount namespace (`probe_confinement`), recording the mode in `settings().confinement`."""
     global _settings
     directory = Path(directory).resolve()
     if not SAFE_PATH.fullmatch(str(directory)):
