@@ -671,3 +671,66 @@ def test_log_lines_are_read_in_pieces_no_longer_than_an_event():
     assert all(0 < size <= task_runner.MAX_EVENT_BYTES for size in sizes)
     assert all(len(e.encode()) <= task_runner.MAX_EVENT_BYTES for e in events)
     assert "".join(events[:-2]) == line and events[-2:] == ["short", " "]
+
+
+@pytest.mark.subprocess
+def test_local_down_stops_the_tasks_processes_and_removes_a_temporary_runner_directory(tmp_path):
+    """The server's shutdown stops every task: a task still running at `local down` does not outlive the embedded
+    AWS. Its state directory lies below pytest's (root's alone when run as root, or fine otherwise)."""
+    import subprocess
+
+    import boto3
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DMP_LOCAL_DIR": str(tmp_path / "state with space")}  # unusable: a temporary one is used
+
+    def run(*args):
+        return subprocess.run([sys.executable, "run.py", *args], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=180, stdin=subprocess.DEVNULL)
+
+    marker = f"sleep 271.{random.randrange(10**6)}"
+    up = run("local", "up", "--json")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((tmp_path / "state with space" / "server.json").read_text())
+        assert state["task_runner_confinement"] in {"namespace", "user", "none"}
+        runner = Path(state["task_runner"])
+        assert runner.name.startswith("dmp-local-runner-")
+        keys = {"endpoint_url": state["endpoint"], "region_name": state["region"], "aws_access_key_id": "local",
+                "aws_secret_access_key": "local"}
+        ecs, ec2 = boto3.client("ecs", **keys), boto3.client("ec2", **keys)
+        boto3.client("logs", **keys).create_log_group(logGroupName="/shutdown")
+        ecs.create_cluster(clusterName="shutdown")
+        ecs.register_task_definition(
+            family="shutdown", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "c", "image": AWS_CLI, "memory": 512, "entryPoint": ["sh", "-c"],
+                                   "command": [marker], "logConfiguration": {"logDriver": "awslogs", "options": {
+                                       "awslogs-group": "/shutdown", "awslogs-region": state["region"],
+                                       "awslogs-stream-prefix": "p"}}}])
+        subnet = ec2.describe_subnets()["Subnets"][0]
+        group = ec2.create_security_group(GroupName="shutdown", Description="d", VpcId=subnet["VpcId"])["GroupId"]
+        ecs.run_task(cluster="shutdown", taskDefinition="shutdown", launchType="FARGATE", networkConfiguration={
+            "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [group]}})
+
+        def running() -> list[int]:
+            found = []
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if marker.encode() in cmdline.read_bytes():
+                        found.append(int(cmdline.parent.name))
+                except OSError:
+                    pass
+            return found
+
+        deadline = time.monotonic() + 20
+        while not running():
+            assert time.monotonic() < deadline, "the task's process never started"
+            time.sleep(0.1)
+    finally:
+        assert run("local", "down").returncode == 0
+    time.sleep(0.5)
+    left = running()
+    for pid in left:  # not left behind for the next test, whatever this one says
+        os.kill(pid, 9)
+    assert left == []
+    assert not runner.exists()
