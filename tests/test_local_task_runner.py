@@ -44,6 +44,15 @@ def require_mount_namespace() -> None:
         pytest.skip(f"no private mount namespace here (needs unshare, setpriv and CAP_SYS_ADMIN): {failure}")
 
 
+def require_reachable_tools() -> None:
+    """Skips a test whose tasks run the tool's aws or python where the runner's fallback mode cannot let the tasks'
+    users reach them (no mount namespace, and a Python below /root)."""
+    runner = task_runner.settings()
+    closed = task_runner.unreachable_tools(runner) if runner is not None else None
+    if closed is not None:
+        pytest.skip(f"the tasks' users cannot reach the tool's Python below {closed} without a mount namespace")
+
+
 AWS_CLI = "public.ecr.aws/aws-cli/aws-cli:2.22.0"  # runnable in config/local.toml: sh and aws
 ACCOUNT = "123456789012"
 
@@ -198,6 +207,7 @@ def test_a_task_runs_with_its_environment_overrides_and_secrets_and_logs_its_out
 
 
 def test_the_aws_cli_calls_the_embedded_aws_as_the_task_role(probe):
+    require_reachable_tools()
     task = probe["run"]("aws sts get-caller-identity --query Arn --output text")
     assert exit_code(task) == 0, probe["output"](task)
     task_id = task["taskArn"].rsplit("/", 1)[1]
@@ -304,6 +314,7 @@ _applied = []
 @pytest.fixture
 def stack(local_aws, run_cli):
     """`apply --env local`, once per module: later tests restore the embedded AWS as it was just after it."""
+    require_reachable_tools()
     if _applied:
         local_aws.restore(APPLIED)
     else:
@@ -583,6 +594,9 @@ def test_without_a_mount_namespace_tasks_still_run_as_their_users_and_the_mode_i
                           runner.bin_dir)
     assert task_runner.settings().confinement == task_runner.USER
     assert "read-only mounts are NOT enforced" in caplog.text and "CAP_SYS_ADMIN" in caplog.text
+    closed = task_runner.unreachable_tools(task_runner.settings())  # here: a pyenv under /root, or nothing
+    assert (closed is None) == all(task_runner._closed_above(p) is None for p in task_runner.tool_paths(runner.bin_dir))
+    assert closed is None or f"lies below {closed}" in caplog.text
     task = probe["run"]("id -u; id -g; id -G; echo written > /mnt/probe/f", read_only=True)
     assert exit_code(task) == 0, probe["output"](task)
     assert probe["output"](task) == ["1001", "1002", "1002"]  # its user, no supplementary group

@@ -160,6 +160,21 @@ def configure(runnable_images: dict[str, Any], directory: Path, endpoint: str,
                         "it).", failure)
     _settings = Settings({image: tuple(programs) for image, programs in runnable_images.items()}, directory,
                          endpoint, dict(service_urls or {}), bin_dir, confinement)
+    closed = unreachable_tools(_settings)
+    if closed is not None:
+        log.warning("dmp-deploy local task runner: the tool's .venv or Python lies below %s, which the tasks' users "
+                    "may not enter, and without a mount namespace nothing can expose it: tasks running aws or "
+                    "python will fail to start them. Install the tool (and its Python) where every user may read "
+                    "it, or give the server CAP_SYS_ADMIN.", closed)
+
+
+def unreachable_tools(settings: Settings) -> Path | None:
+    """In the `user` mode, the directory other users may not enter that hides the tool's .venv or Python from the
+    tasks' users (a pyenv under /root), or None. In the `namespace` mode `confine` exposes them; in `none` the tasks
+    run as the server's user."""
+    if settings.confinement != USER:
+        return None
+    return next((c for c in map(_closed_above, tool_paths(settings.bin_dir)) if c is not None), None)
 
 
 def probe_confinement(directory: Path, bin_dir: Path) -> str | None:
