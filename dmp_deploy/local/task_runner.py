@@ -41,8 +41,9 @@ ECS would run it in the image:
 
 Not emulated: images (programs come from the local machine), networking and security groups, CPU and memory
 limits, health checks, `dependsOn` and the execution role. A mount is authorised as EFS does it for an
-`iam: ENABLED` volume (`authorize_mount`, evaluated by iam_enforcement.py) before anything runs. Everything here runs inside the embedded AWS's process: moto_compat wires it
-(`ecs_runs_the_containers_commands`), server.py and the tests' conftest `configure()` it.
+`iam: ENABLED` volume (`authorize_mount`, evaluated by iam_enforcement.py) before anything runs. Everything here
+runs inside the embedded AWS's process: moto_compat wires it (`ecs_runs_the_containers_commands`), server.py and
+the tests' conftest `configure()` it (via `configure_for`) and `shutdown()` it.
 """
 
 from __future__ import annotations
