@@ -68,7 +68,7 @@ def moto_server():
     snapshots.save(SEEDED)
     runner = _start_task_runner(endpoint, config)
     yield endpoint
-    task_runner.stop_all()
+    task_runner.shutdown()
     _DATA_API.pop().stop()
     shutil.rmtree(runner, ignore_errors=True)
     snapshots.drop()

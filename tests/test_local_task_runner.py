@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import string
+import sys
 import tempfile
 import time
 import urllib.request
@@ -31,6 +32,27 @@ from dmp_deploy.local.seed import DUMMY_SECRET_PREFIX
 AS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not AS_ROOT,
                                reason="uids and read-only mounts are enforced when the server runs as root")
+
+
+def require_mount_namespace() -> None:
+    """Skips a test of what only the runner's strong mode enforces (read-only mounts, confine()) where the machine
+    refuses it (no CAP_SYS_ADMIN, AppArmor, no util-linux): the runner then falls back, tested below."""
+    runner = task_runner.settings()
+    failure = (None if runner is not None and runner.confinement == task_runner.NAMESPACE
+               else task_runner.probe_confinement(Path(tempfile.gettempdir()), Path(sys.executable).parent))
+    if failure is not None:
+        pytest.skip(f"no private mount namespace here (needs unshare, setpriv and CAP_SYS_ADMIN): {failure}")
+
+
+def require_reachable_tools() -> None:
+    """Skips a test whose tasks run the tool's aws or python where the runner's fallback mode cannot let the tasks'
+    users reach them (no mount namespace, and a Python below /root)."""
+    runner = task_runner.settings()
+    closed = task_runner.unreachable_tools(runner) if runner is not None else None
+    if closed is not None:
+        pytest.skip(f"the tasks' users cannot reach the tool's Python below {closed} without a mount namespace")
+
+
 AWS_CLI = "public.ecr.aws/aws-cli/aws-cli:2.22.0"  # runnable in config/local.toml: sh and aws
 ACCOUNT = "123456789012"
 
@@ -70,6 +92,7 @@ def test_confined_processes_reach_tools_below_closed_directories_and_nothing_els
     covers such a directory, in the process's own mount namespace, with just the paths the user needs."""
     import subprocess
 
+    require_mount_namespace()
     closed = tmp_path / "closed"
     tool = closed / "inner" / "tool"
     tool.mkdir(parents=True)
@@ -120,12 +143,13 @@ def probe(local_aws):
     group = ec2.create_security_group(GroupName="probe", Description="probe", VpcId=subnet["VpcId"])["GroupId"]
 
     def run(command: str, read_only: bool = False, family: str = "probe", log_group: str = "/probe",
-            environment=(), overrides=None, secrets=True, wait: bool = True) -> dict:
+            environment=(), overrides=None, secrets=True, wait: bool = True, mount: bool = True) -> dict:
         container = {
             "name": "probe", "image": AWS_CLI, "memory": 512, "essential": True, "entryPoint": ["sh", "-c"],
             "command": [command],
             "environment": [{"name": k, "value": v} for k, v in environment],
-            "mountPoints": [{"sourceVolume": "data", "containerPath": "/mnt/probe", "readOnly": read_only}],
+            "mountPoints": [{"sourceVolume": "data", "containerPath": "/mnt/probe", "readOnly": read_only}] if mount
+            else [],
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": log_group, "awslogs-region": local_aws.region, "awslogs-stream-prefix": "p"}}}
         if secrets:
@@ -136,7 +160,8 @@ def probe(local_aws):
             taskRoleArn=role, containerDefinitions=[container],
             volumes=[{"name": "data", "efsVolumeConfiguration": {
                 "fileSystemId": file_system, "transitEncryption": "ENABLED",
-                "authorizationConfig": {"accessPointId": access_point, "iam": "ENABLED"}}}])
+                "authorizationConfig": {"accessPointId": access_point, "iam": "ENABLED"}}}] if mount else [])
+
         task = ecs.run_task(cluster="probe", taskDefinition=family, launchType="FARGATE",
                             overrides=overrides or {},
                             networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]],
@@ -182,6 +207,7 @@ def test_a_task_runs_with_its_environment_overrides_and_secrets_and_logs_its_out
 
 
 def test_the_aws_cli_calls_the_embedded_aws_as_the_task_role(probe):
+    require_reachable_tools()
     task = probe["run"]("aws sts get-caller-identity --query Arn --output text")
     assert exit_code(task) == 0, probe["output"](task)
     task_id = task["taskArn"].rsplit("/", 1)[1]
@@ -203,6 +229,7 @@ def test_the_access_point_is_a_local_directory_with_its_owner_and_mode_used_as_i
 
 @root_only
 def test_a_read_only_mount_refuses_a_write(probe):
+    require_mount_namespace()
     assert exit_code(probe["run"]("echo kept > /mnt/probe/f")) == 0
     task = probe["run"]('cat /mnt/probe/f; echo more > /mnt/probe/f; echo "write: $?"; rm /mnt/probe/f; '
                         'echo "rm: $?"; touch /mnt/probe/new', read_only=True)
@@ -287,6 +314,7 @@ _applied = []
 @pytest.fixture
 def stack(local_aws, run_cli):
     """`apply --env local`, once per module: later tests restore the embedded AWS as it was just after it."""
+    require_reachable_tools()
     if _applied:
         local_aws.restore(APPLIED)
     else:
@@ -499,7 +527,7 @@ def test_fuzzed_password_like_text_in_names_phones_and_addresses_never_shows_a_p
     for user in users[:-1]:
         assert find_user(stack, user["emailAddress"])["name"] == user["name"]
     output = "\n".join(next(lines for s, lines in log_lines(stack).items() if s.startswith("add-users/")))
-    assert output.count("Adding ") >= len(users)  # every line was tried, the refused one last
+    assert output.count("Adding ") == len(users)  # every line was tried, the refused one last
     written = everything_written(stack) + result.stdout + result.stderr
     for user in users:
         assert user["password"] not in written, user["emailAddress"]
@@ -548,3 +576,175 @@ def test_a_mount_the_file_system_policy_does_not_allow_fails_the_task_to_start(p
     assert not (probe["local"] / "ran").exists()
     allowed = probe["run"]("cat /mnt/probe/nothing-here 2>/dev/null; echo read", read_only=True)
     assert exit_code(allowed) == 0
+
+
+# --- the runner's own housekeeping: confinement, processes and files that must not outlive a task or the server --
+
+
+@root_only
+def test_without_a_mount_namespace_tasks_still_run_as_their_users_and_the_mode_is_recorded(probe, monkeypatch,
+                                                                                           caplog):
+    """Where unshare is refused (a container without CAP_SYS_ADMIN), root drops to the access point's user itself
+    instead of failing every task with unshare's exit code; read-only is then not enforced, and says so."""
+    runner = task_runner.settings()
+    monkeypatch.setattr(task_runner, "_settings", runner)  # the session's settings, back after the test
+    monkeypatch.setattr(task_runner, "probe_confinement",
+                        lambda directory, bin_dir: "exit 1: unshare: unshare failed: Operation not permitted")
+    task_runner.configure(runner.runnable_images, runner.directory, runner.endpoint, runner.service_urls,
+                          runner.bin_dir)
+    assert task_runner.settings().confinement == task_runner.USER
+    assert "read-only mounts are NOT enforced" in caplog.text and "CAP_SYS_ADMIN" in caplog.text
+    closed = task_runner.unreachable_tools(task_runner.settings())  # here: a pyenv under /root, or nothing
+    assert (closed is None) == all(task_runner._closed_above(p) is None for p in task_runner.tool_paths(runner.bin_dir))
+    assert closed is None or f"lies below {closed}" in caplog.text
+    task = probe["run"]("id -u; id -g; id -G; echo written > /mnt/probe/f", read_only=True)
+    assert exit_code(task) == 0, probe["output"](task)
+    assert probe["output"](task) == ["1001", "1002", "1002"]  # its user, no supplementary group
+    assert (probe["local"] / "f").stat().st_uid == 1001
+
+
+def test_the_confinement_probe_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(task_runner, "confine", lambda argv, *rest: ["/nonexistent/unshare", *argv])
+    assert "No such file or directory" in task_runner.probe_confinement(tmp_path, Path(sys.executable).parent)
+    monkeypatch.setattr(task_runner, "confine", lambda argv, *rest: ["/bin/sh", "-c", "echo refused >&2; exit 1"])
+    assert task_runner.probe_confinement(tmp_path, Path(sys.executable).parent) == "exit 1: refused"
+    assert list(tmp_path.iterdir()) == []  # its scratch directory is gone
+
+
+@root_only
+def test_a_task_whose_mounts_name_no_posix_user_runs_as_nobody_not_root(probe):
+    task = probe["run"]("id -u; id -g", mount=False)
+    assert exit_code(task) == 0, probe["output"](task)
+    assert probe["output"](task) == ["65534", "65534"]
+
+
+def test_a_background_child_neither_keeps_the_task_running_nor_outlives_it(probe):
+    started = time.monotonic()
+    task = probe["run"]("sleep 300 & echo $!; echo started")
+    assert exit_code(task) == 0 and time.monotonic() - started < 15
+    pid, said = probe["output"](task)
+    assert said == "started"
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # killed (a zombie at most)
+    assert task_runner.run_of(task["taskArn"]) is None  # STOPPED, its exit codes read: the run is dropped
+
+
+def test_a_new_runner_starts_without_the_files_of_an_earlier_server(probe, monkeypatch):
+    runner = task_runner.settings()
+    monkeypatch.setattr(task_runner, "_settings", runner)
+    directory = Path(tempfile.mkdtemp(prefix="dmp-runner-test-"))
+    try:
+        left = directory / "efs" / "fs-0123" / "add-users" / "users.jsonl"  # an aborted run's plaintext file
+        left.parent.mkdir(parents=True)
+        left.write_text('{"password": "Left-Behind-123"}\n')
+        (directory / "tasks" / "0a1b").mkdir(parents=True)
+        task_runner.configure(runner.runnable_images, directory, runner.endpoint)
+        assert sorted(str(p.relative_to(directory)) for p in directory.rglob("*")) == ["efs", "tasks"]
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_an_unusable_directory_falls_back_to_a_temporary_one_removed_at_shutdown(moto_server, monkeypatch, caplog):
+    from dmp_deploy.config import load_config
+
+    runner = task_runner.settings()
+    monkeypatch.setattr(task_runner, "_settings", runner)
+    base = Path(tempfile.mkdtemp(prefix="dmp-runner-test-"))
+    try:
+        assert task_runner.configure_for(load_config("local"), base / "with space", runner.endpoint,
+                                         "http://127.0.0.1:1")
+        fallback = task_runner.settings().directory
+        assert fallback.name.startswith("dmp-local-runner-") and (fallback / "efs").is_dir()
+        assert "may only hold letters, digits" in caplog.text and str(fallback) in caplog.text
+        task_runner.shutdown()
+        assert not fallback.exists()
+    finally:
+        shutil.rmtree(base)
+
+
+def test_log_lines_are_read_in_pieces_no_longer_than_an_event():
+    """A 600 kB line is never read whole, and becomes events of at most MAX_EVENT_BYTES, a character cut
+    between two pieces kept whole."""
+    import io
+    import threading
+    from types import SimpleNamespace
+
+    sizes, events = [], []
+
+    class Stream(io.BytesIO):
+        def readline(self, size=-1):
+            sizes.append(size)
+            return super().readline(size)
+
+    line = "é" + "x" * (task_runner.MAX_EVENT_BYTES - 4) + "€" * 120_000
+    stream = Stream((line + "\nshort\n\n").encode())
+    logs = SimpleNamespace(put_log_events=lambda group, name, batch: events.extend(e["message"] for e in batch))
+    run = object.__new__(task_runner.TaskRun)
+    run._log_lock = threading.Lock()
+    task_runner.TaskRun._forward(run, SimpleNamespace(log_stream="s", log_group="g", logs=logs), stream)
+    assert all(0 < size <= task_runner.MAX_EVENT_BYTES for size in sizes)
+    assert all(len(e.encode()) <= task_runner.MAX_EVENT_BYTES for e in events)
+    assert "".join(events[:-2]) == line and events[-2:] == ["short", " "]
+
+
+@pytest.mark.subprocess
+def test_local_down_stops_the_tasks_processes_and_removes_a_temporary_runner_directory(tmp_path):
+    """The server's shutdown stops every task: a task still running at `local down` does not outlive the embedded
+    AWS. Its state directory lies below pytest's (root's alone when run as root, or fine otherwise)."""
+    import subprocess
+
+    import boto3
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DMP_LOCAL_DIR": str(tmp_path / "state with space")}  # unusable: a temporary one is used
+
+    def run(*args):
+        return subprocess.run([sys.executable, "run.py", *args], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=180, stdin=subprocess.DEVNULL)
+
+    marker = f"sleep 271.{random.randrange(10**6)}"
+    up = run("local", "up", "--json")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((tmp_path / "state with space" / "server.json").read_text())
+        assert state["task_runner_confinement"] in {"namespace", "user", "none"}
+        runner = Path(state["task_runner"])
+        assert runner.name.startswith("dmp-local-runner-")
+        keys = {"endpoint_url": state["endpoint"], "region_name": state["region"], "aws_access_key_id": "local",
+                "aws_secret_access_key": "local"}
+        ecs, ec2 = boto3.client("ecs", **keys), boto3.client("ec2", **keys)
+        boto3.client("logs", **keys).create_log_group(logGroupName="/shutdown")
+        ecs.create_cluster(clusterName="shutdown")
+        ecs.register_task_definition(
+            family="shutdown", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "c", "image": AWS_CLI, "memory": 512, "entryPoint": ["sh", "-c"],
+                                   "command": [marker], "logConfiguration": {"logDriver": "awslogs", "options": {
+                                       "awslogs-group": "/shutdown", "awslogs-region": state["region"],
+                                       "awslogs-stream-prefix": "p"}}}])
+        subnet = ec2.describe_subnets()["Subnets"][0]
+        group = ec2.create_security_group(GroupName="shutdown", Description="d", VpcId=subnet["VpcId"])["GroupId"]
+        ecs.run_task(cluster="shutdown", taskDefinition="shutdown", launchType="FARGATE", networkConfiguration={
+            "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [group]}})
+
+        def running() -> list[int]:
+            found = []
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if marker.encode() in cmdline.read_bytes():
+                        found.append(int(cmdline.parent.name))
+                except OSError:
+                    pass
+            return found
+
+        deadline = time.monotonic() + 20
+        while not running():
+            assert time.monotonic() < deadline, "the task's process never started"
+            time.sleep(0.1)
+    finally:
+        assert run("local", "down").returncode == 0
+    time.sleep(0.5)
+    left = running()
+    for pid in left:  # not left behind for the next test, whatever this one says
+        os.kill(pid, 9)
+    assert left == []
+    assert not runner.exists()

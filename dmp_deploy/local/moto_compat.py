@@ -1293,6 +1293,7 @@ def ecs_runs_the_containers_commands() -> None:
                     container.reason = run.start_failure
             if run.start_failure:
                 self.stop_code, self.stopped_reason = "TaskFailedToStart", run.start_failure
+            task_runner.forget(self.task_arn)  # STOPPED, exit codes read: nothing more to follow
 
     def stopping_stop_task(self, cluster_str: str, task_str: str, reason: str):
         task = stop_task(self, cluster_str, task_str, reason)

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps({"pid": os.getpid(), "endpoint": endpoint, "port": args.port,
                                "data_api": data_api.url, "region": config.environment.region,
                                "task_runner": str(task_runner.settings().directory) if task_runner.settings() else None,
+                               "task_runner_confinement": (task_runner.settings().confinement
+                                                           if task_runner.settings() else None),
                                "started": time.time()}))
     tmp.replace(state_file)
 
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    task_runner.shutdown()  # no task's process outlives the server, nor a temporary runner directory
     data_api.stop()
     server.stop()
     return 0

@@ -17,29 +17,38 @@ ECS would run it in the image:
   path (`/mnt/add-users`) appears literally in the tasks' shell scripts, so every occurrence of a mount point's
   `containerPath` as a whole path (not followed by a letter, digit, `_`, `.` or `-`) in the entry point, command,
   environment values and working directory is rewritten to the local directory (`rewrite_paths`). When the server
-  runs as root (CI does) each container runs in a private mount namespace (`unshare`) as the access point's POSIX
-  uid/gid (`setpriv`, no supplementary groups), and a read-only mount point is a read-only bind mount of its
-  directory: a write fails with EROFS, whatever the file modes (`confine`, which also lets that user reach the
-  tool's .venv and Python when they lie below a directory only root may enter). As any other user, the process
-  runs as that user and read-only is not enforced (said in docs/architecture.md).
+  runs as root (CI does) each container runs as the access point's POSIX uid/gid (none named: nobody, 65534) with
+  no supplementary groups. Where the machine allows it (probed once by `configure()`: util-linux's unshare and
+  setpriv, CAP_SYS_ADMIN), that is in a private mount namespace (`unshare`, `setpriv`) where a read-only mount
+  point is a read-only bind mount of its directory: a write fails with EROFS, whatever the file modes (`confine`,
+  which also lets that user reach the tool's .venv and Python when they lie below a directory only root may
+  enter). Where it does not, Python starts the process as that user and read-only is not enforced (a warning is
+  logged; `Settings.confinement` says which). As any other user, the process runs as the server's user and
+  neither is enforced (said in docs/architecture.md).
 - **Service URLs**: a value starting with an internal URL of the environment (the api's Cloud Map name, which does not
   resolve here) is rewritten to the local service standing in for it (the local Data API).
 - **Logs**: each line of stdout and stderr is a log event in the container's `awslogs` group, stream
   `<awslogs-stream-prefix>/<container name>/<task id>`, as ECS names it, written to moto's CloudWatch Logs.
-- **Exit**: the task stays RUNNING while an essential container runs (moto_compat holds its lifecycle); when one
+- **Exit**: the task stays RUNNING while an essential container's main process runs (moto_compat holds its
+  lifecycle); when it exits, whatever else it started (its process group) is killed, as when a container's PID 1
   exits, the others are stopped (SIGTERM, then SIGKILL after `stopTimeout`), and the task stops with each
-  container's exit code (128 + signal for a killed one, as Docker reports it). StopTask stops the processes.
+  container's exit code (128 + signal for a killed one, as Docker reports it). StopTask stops the processes; the
+  server's shutdown (`shutdown()`) and a reset kill them. A run is forgotten once its task is STOPPED and read.
+- **Files**: `configure()` empties the runner's `efs/` and `tasks/` (a new embedded AWS has none of their file
+  systems or tasks); a task's HOME goes when it ends.
   A task that cannot start (a missing log group, secret or executable, a refused mount) stops with
   `TaskFailedToStart` and a reason in ECS's words, running nothing.
 
 Not emulated: images (programs come from the local machine), networking and security groups, CPU and memory
 limits, health checks, `dependsOn` and the execution role. A mount is authorised as EFS does it for an
-`iam: ENABLED` volume (`authorize_mount`, evaluated by iam_enforcement.py) before anything runs. Everything here runs inside the embedded AWS's process: moto_compat wires it
-(`ecs_runs_the_containers_commands`), server.py and the tests' conftest `configure()` it.
+`iam: ENABLED` volume (`authorize_mount`, evaluated by iam_enforcement.py) before anything runs. Everything here
+runs inside the embedded AWS's process: moto_compat wires it (`ecs_runs_the_containers_commands`), server.py and
+the tests' conftest `configure()` it (via `configure_for`) and `shutdown()` it.
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -84,6 +93,9 @@ class Settings:
     endpoint: str  # the embedded AWS, as the processes reach it
     service_urls: dict[str, str] = field(default_factory=dict)  # internal URL -> the local stand-in's URL
     bin_dir: Path = Path(sys.executable).parent  # the tool's .venv/bin: aws, python
+    # How the tasks are confined (`confinement()`): NAMESPACE (root, unshare works: users and read-only mounts
+    # enforced), USER (root, unshare refused: users only), NONE (not root: the server's user, nothing enforced).
+    confinement: str = "none"
 
     @property
     def efs_root(self) -> Path:
@@ -98,7 +110,10 @@ class Settings:
         return f"{self.bin_dir}:/usr/local/bin:/usr/bin:/bin"
 
 
+NAMESPACE, USER, NONE = "namespace", "user", "none"
+NOBODY = (65534, 65534)  # as root, a task whose mounts name no POSIX user runs as nobody, never as host root
 _settings: Settings | None = None
+_fallback: list[Path] = []  # temporary directories configure_for made instead of one it could not use
 _runs: dict[str, "TaskRun"] = {}  # task ARN -> its run (kept out of moto's models: snapshots deep-copy those)
 _runs_lock = threading.Lock()
 
@@ -109,15 +124,22 @@ def configure(runnable_images: dict[str, Any], directory: Path, endpoint: str,
     `[local_runner]`; `directory` holds the access points' local directories (`efs/`) and the tasks' HOMEs
     (`tasks/`), created 0711 so that the access points' POSIX users reach their own directories below them;
     `service_urls` maps an internal URL of the environment to the local stand-in's; `endpoint` is the embedded
-    AWS. Refuses a directory the tasks' users could not reach, or whose path a shell would misread."""
+    AWS. Refuses a directory the tasks' users could not reach, or whose path a shell would misread. Empties `efs/`
+    and `tasks/` (nothing of an earlier server stays) and, as root, probes once whether tasks can be confined in a
+    mount namespace (`probe_confinement`), recording the mode in `settings().confinement`."""
     global _settings
     directory = Path(directory).resolve()
     if not SAFE_PATH.fullmatch(str(directory)):
         raise ValueError(f"the local task runner's directory {directory} may only hold letters, digits, '/', '.', "
                          f"'_' and '-': it is written into the tasks' shell commands. Set DMP_LOCAL_DIR to such "
                          f"a directory.")
-    for sub in (directory, directory / "efs", directory / "tasks"):
-        sub.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o711)
+    # The embedded AWS starts empty: an earlier server's access point directories (user lists, after an aborted
+    # run) and tasks' HOMEs belong to file systems and tasks that no longer exist. Nothing of them may stay.
+    for sub in (directory / "efs", directory / "tasks"):
+        shutil.rmtree(sub, ignore_errors=True)
+        sub.mkdir()
         sub.chmod(0o711)
     if os.geteuid() == 0:  # the tasks run as their access points' users: every parent must let them through
         closed = [p for p in directory.parents if not os.stat(p).st_mode & 0o001]
@@ -126,9 +148,57 @@ def configure(runnable_images: dict[str, Any], directory: Path, endpoint: str,
                              f"users may not enter (mode {oct(os.stat(closed[0]).st_mode & 0o777)}): the tasks, "
                              f"running as their EFS access points' users, could not reach their files. Set "
                              f"DMP_LOCAL_DIR to a directory below /tmp, for instance.")
-    extra = {"bin_dir": Path(bin_dir)} if bin_dir else {}
+    bin_dir = Path(bin_dir) if bin_dir else Settings.bin_dir
+    confinement = NONE
+    if os.geteuid() == 0:
+        failure = probe_confinement(directory, bin_dir)
+        confinement = NAMESPACE if failure is None else USER
+        if failure is not None:
+            log.warning("dmp-deploy local task runner: tasks cannot run in a private mount namespace here (%s): "
+                        "they run as their access points' users, but read-only mounts are NOT enforced and the "
+                        "tool's Python must be reachable by those users. The namespace needs util-linux's unshare "
+                        "and setpriv and CAP_SYS_ADMIN (a container without it, or confined by AppArmor, refuses "
+                        "it).", failure)
     _settings = Settings({image: tuple(programs) for image, programs in runnable_images.items()}, directory,
-                         endpoint, dict(service_urls or {}), **extra)
+                         endpoint, dict(service_urls or {}), bin_dir, confinement)
+    closed = unreachable_tools(_settings)
+    if closed is not None:
+        log.warning("dmp-deploy local task runner: the tool's .venv or Python lies below %s, which the tasks' users "
+                    "may not enter, and without a mount namespace nothing can expose it: tasks running aws or "
+                    "python will fail to start them. Install the tool (and its Python) where every user may read "
+                    "it, or give the server CAP_SYS_ADMIN.", closed)
+
+
+def unreachable_tools(settings: Settings) -> Path | None:
+    """In the `user` mode, the directory other users may not enter that hides the tool's .venv or Python from the
+    tasks' users (a pyenv under /root), or None. In the `namespace` mode `confine` exposes them; in `none` the tasks
+    run as the server's user."""
+    if settings.confinement != USER:
+        return None
+    return next((c for c in map(_closed_above, tool_paths(settings.bin_dir)) if c is not None), None)
+
+
+def probe_confinement(directory: Path, bin_dir: Path) -> str | None:
+    """Whether `confine()` works on this machine: `/bin/true` confined as nobody with a read-only mount. None if
+    it does, else why not (unshare or setpriv missing, or the mount namespace refused: no CAP_SYS_ADMIN)."""
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="probe-", dir=directory))
+    read_only = scratch / "read-only"
+    try:
+        scratch.chmod(0o755)
+        read_only.mkdir()
+        argv = confine(["/bin/true"], [str(read_only)], NOBODY, tool_paths(bin_dir), scratch)
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if result.returncode != 0:
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        return f"exit {result.returncode}: {detail[-1] if detail else 'no message'}"
+    return None
 
 
 def configure_for(config, directory: Path, endpoint: str, data_api_url: str) -> bool:
@@ -141,13 +211,22 @@ def configure_for(config, directory: Path, endpoint: str, data_api_url: str) -> 
     services = {internal_url(config, "api"): data_api_url}
     try:
         configure(config.local_runner.runnable_images, directory, endpoint, services)
-    except Unreachable as unreachable:  # e.g. DMP_LOCAL_DIR in a directory only root may enter
+    except ValueError as unusable:  # Unreachable (below a directory only root may enter), or a path with a space
         import tempfile
 
         fallback = Path(tempfile.mkdtemp(prefix="dmp-local-runner-"))
-        log.warning("%s Using %s instead.", unreachable, fallback)
+        _fallback.append(fallback)
+        log.warning("%s Using %s instead.", unusable, fallback)
         configure(config.local_runner.runnable_images, fallback, endpoint, services)
     return True
+
+
+def shutdown() -> None:
+    """The embedded AWS stops: every task's processes killed, and a temporary directory configure_for chose
+    removed with whatever the tasks left in it."""
+    stop_all()
+    while _fallback:
+        shutil.rmtree(_fallback.pop(), ignore_errors=True)
 
 
 def settings() -> Settings | None:
@@ -213,6 +292,12 @@ def stop(task_arn: str) -> None:
     run = _runs.get(task_arn)
     if run is not None:
         run.stop()
+
+
+def forget(task_arn: str) -> None:
+    """The task has STOPPED and its exit codes are read: its run is dropped."""
+    with _runs_lock:
+        _runs.pop(task_arn, None)
 
 
 def stop_all() -> None:
@@ -329,11 +414,14 @@ class TaskRun:
             self.start_failure = f"ResourceInitializationError: the local task runner failed: {type(exc).__name__}"
             self._finish()
             return
-        for container, argv, env, cwd in launches:
+        for container, argv, env, cwd, user in launches:
+            # Without a mount namespace, root still drops to the task's user (no supplementary groups).
+            as_user = ({"user": user[0], "group": user[1], "extra_groups": []}
+                       if user is not None and self.settings.confinement == USER else {})
             try:
                 container.process = subprocess.Popen(
                     argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, start_new_session=True)
+                    stderr=subprocess.PIPE, start_new_session=True, **as_user)
             except OSError as exc:
                 self.start_failure = (f"CannotStartContainerError: container {container.name}: "
                                       f"{exc.strerror or exc}")
@@ -349,7 +437,7 @@ class TaskRun:
             threading.Thread(target=self._wait, args=(container,), daemon=True,
                              name=f"task-{self.task_id}-{container.name}").start()
 
-    def _prepare(self) -> list[tuple[_Container, list[str], dict[str, str], str]]:
+    def _prepare(self) -> list[tuple[_Container, list[str], dict[str, str], str, tuple[int, int] | None]]:
         definitions = self.definition.container_definitions
         overrides = {o.get("name"): o for o in self.overrides.get("containerOverrides") or []}
         role_arn = getattr(self.definition, "task_role_arn", None)
@@ -365,7 +453,8 @@ class TaskRun:
                                    int(definition.get("stopTimeout") or STOP_TIMEOUT_SECONDS))
             self._open_log_stream(container, definition)
             mounts, read_only, user = self._mounts(definition, volumes, role_arn)
-            if user is not None and os.geteuid() == 0:
+            if os.geteuid() == 0:
+                user = user or NOBODY  # never host root
                 os.chown(self.scratch, *user)
             env = {"PATH": self.settings.path, "HOME": str(self.scratch), "LANG": "C.UTF-8",
                    "AWS_ENDPOINT_URL": self.settings.endpoint, "AWS_REGION": self.region,
@@ -388,7 +477,7 @@ class TaskRun:
             working = definition.get("workingDirectory")
             cwd = self._local(working, mounts) if working else None
             cwd = cwd if cwd and cwd != working else str(self.scratch)  # the image's directories are not here
-            launches.append((container, self._confined(argv, read_only, user), env, cwd))
+            launches.append((container, self._confined(argv, read_only, user), env, cwd, user))
             self.containers.append(container)
         return launches
 
@@ -396,8 +485,9 @@ class TaskRun:
         return rewrite_urls(rewrite_paths(value, mounts), self.settings.service_urls)
 
     def _confined(self, argv: list[str], read_only: list[str], user: tuple[int, int] | None) -> list[str]:
-        """As root, each container runs confined (`confine`); as any other user, as the server's user."""
-        if os.geteuid() != 0 or (not read_only and user is None):
+        """As root with a mount namespace, each container runs confined (`confine`); as root without one, as its
+        user (set by Popen, see `start`); as any other user, as the server's user."""
+        if self.settings.confinement != NAMESPACE or user is None:
             return argv
         return confine(argv, read_only, user, tool_paths(self.settings.bin_dir), self.scratch)
 
@@ -531,27 +621,43 @@ class TaskRun:
 
     def _forward(self, container: _Container, stream) -> None:
         """Each line of a container's stdout or stderr, as one log event (as the awslogs driver sends them)."""
-        for raw in iter(stream.readline, b""):
+        # A line longer than an event is read, and sent, in pieces of at most MAX_EVENT_BYTES: never whole in memory.
+        # The decoder keeps a character cut between two pieces for the next one.
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        # (3 bytes under the limit: a character's start held from the previous piece still fits.)
+        for raw in iter(lambda: stream.readline(MAX_EVENT_BYTES - 3), b""):
             if container.log_stream is None:
                 continue
-            message = raw.rstrip(b"\n").decode("utf-8", "replace")
-            while True:
-                chunk = message.encode()[:MAX_EVENT_BYTES].decode("utf-8", "ignore")
-                with self._log_lock:
-                    event = {"timestamp": int(time.time() * 1000), "message": chunk or " "}
-                    try:
-                        container.logs.put_log_events(container.log_group, container.log_stream, [event])
-                    except Exception:  # the group deleted while the task runs: the lines are lost, as with ECS
-                        pass
-                message = message[len(chunk):]
-                if not message:
-                    break
+            line_ends = raw.endswith(b"\n")
+            message = decoder.decode(raw[:-1] if line_ends else raw, final=line_ends)
+            data = message.encode()
+            if len(data) > MAX_EVENT_BYTES:  # only for invalid bytes, each replaced by a 3-byte character
+                message = data[:MAX_EVENT_BYTES].decode("utf-8", "ignore")
+            if not message and not line_ends:
+                continue  # only the start of a character: it goes with the next piece
+            with self._log_lock:
+                event = {"timestamp": int(time.time() * 1000), "message": message or " "}
+                try:
+                    container.logs.put_log_events(container.log_group, container.log_stream, [event])
+                except Exception:  # the group deleted while the task runs: the lines are lost, as with ECS
+                    pass
+        rest = decoder.decode(b"", final=True)  # output ending in a cut character, without a newline
+        if rest and container.log_stream is not None:
+            with self._log_lock:
+                try:
+                    container.logs.put_log_events(container.log_group, container.log_stream,
+                                                  [{"timestamp": int(time.time() * 1000), "message": rest}])
+                except Exception:
+                    pass
         stream.close()
 
     def _wait(self, container: _Container) -> None:
         code = container.process.wait()
+        # The container's main process ended: so does everything it started (`cmd &`), as when a container's
+        # PID 1 exits. Otherwise a background child holding stdout would keep the readers, and the task, running.
+        self._signal(container, signal.SIGKILL)
         for reader in container.readers:
-            reader.join()
+            reader.join(timeout=5)  # a process that left the group (setsid) may still hold a pipe: not waited for
         container.exit_code = code if code >= 0 else 128 - code  # killed by a signal: Docker's 128 + signal
         if container.essential:
             self._terminate_all()  # an essential container exited: ECS stops the task's others
@@ -560,7 +666,7 @@ class TaskRun:
 
     def _terminate_all(self) -> None:
         for container in self.containers:
-            if container.process is not None and container.process.poll() is None:
+            if container.process is not None and container.exit_code is None:
                 self._signal(container, signal.SIGTERM)
                 threading.Thread(target=self._kill_after, args=(container,), daemon=True).start()
 
@@ -584,7 +690,7 @@ class TaskRun:
     def kill(self) -> None:
         """A reset of the embedded AWS: every container killed at once, and waited for."""
         for container in self.containers:
-            if container.process is not None and container.process.poll() is None:
+            if container.process is not None and container.exit_code is None:
                 self._signal(container, signal.SIGKILL)
         self.finished.wait(timeout=5)
 
