@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import subprocess
@@ -48,6 +49,9 @@ def qa(local_aws, tmp_path, monkeypatch):
     # A real environment may keep no placeholder (dmp_deploy/unfilled.py): fill local's reserved .invalid names,
     # and give the embedded ACM an ISSUED certificate for the filled-in domain, as the operator's account has.
     text = text.replace(".invalid", ".example.net")
+    # ...no local task runner, which only the embedded AWS has...
+    text = re.sub(r"\n\[local_runner\]\n(?:[^\[].*\n|\n)*", "\n", text)
+    assert "local_runner" not in text
     # ...and room for clamd, which validate requires outside the embedded AWS.
     antivirus = "[apps.antivirus-api]\nimage_tag = \"local\"\ndesired_count = 1\ncpu = 256\nmemory = 512\n"
     assert antivirus in text
