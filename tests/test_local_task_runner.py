@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import data_api
+from test_add_users_workflow import everything_the_workflow_wrote as everything_written
 from dmp_deploy import users_file as users_file_module
 from dmp_deploy.local import moto_compat, task_runner
 from dmp_deploy.local.seed import DUMMY_SECRET_PREFIX
@@ -373,22 +374,6 @@ def log_lines(local_aws) -> dict[str, list[str]]:
     streams = logs.describe_log_streams(logGroupName="/dmp-local/add-users")["logStreams"]
     return {s["logStreamName"]: [e["message"] for e in logs.get_log_events(
         logGroupName="/dmp-local/add-users", logStreamName=s["logStreamName"])["events"]] for s in streams}
-
-
-def everything_written(local_aws) -> str:
-    """Every log group's events, the executions (input, output, history) and the tasks' descriptions."""
-    logs, sfn, ecs = (local_aws.client(s) for s in ("logs", "stepfunctions", "ecs"))
-    written = []
-    for group in logs.describe_log_groups()["logGroups"]:
-        written += [e["message"] for e in logs.filter_log_events(logGroupName=group["logGroupName"])["events"]]
-    for execution in executions(local_aws):
-        written.append(json.dumps(execution, default=str))
-        written.append(json.dumps(sfn.get_execution_history(executionArn=execution["executionArn"],
-                                                            maxResults=1000)["events"], default=str))
-    arns = ecs.list_tasks(cluster="dmp-local", desiredStatus="STOPPED")["taskArns"]
-    if arns:
-        written.append(json.dumps(ecs.describe_tasks(cluster="dmp-local", tasks=arns)["tasks"], default=str))
-    return "\n".join(written)
 
 
 def workflow_tasks(local_aws) -> dict[str, dict]:
