@@ -1,6 +1,8 @@
 """The add-users KMS key: references other kinds use, create, converge, repair, and the configured-key case."""
 
 
+import json
+
 import pytest
 
 from dmp_deploy import session
@@ -122,7 +124,11 @@ def test_switching_to_a_configured_key_schedules_the_owned_key_for_deletion_only
     plan = run_cli("plan", "--env", "local", "--json")
     assert plan.code == 2
     changes = {(c["kind"], c["action"]): c for c in plan.json["changes"] if c["kind"] in ("kms_key", "bucket")}
-    assert [f["path"] for f in changes[("bucket", "update")]["fields"]] == ["encryption.kms_key"]
+    # The bucket's default encryption moves to the new key, and so does its policy's statement that requires
+    # uploads to use that key (local keeps every statement but TLS: dmp_deploy/resources/bucket.py).
+    fields = {f["path"]: f for f in changes[("bucket", "update")]["fields"]}
+    assert list(fields) == ["encryption.kms_key", "policy.Statement"]
+    assert CONFIGURED in json.dumps(fields["policy.Statement"])
     assert changes[("kms_key", "delete")]["destroys_data"] is True
     # The bucket moves to the new key before the old key goes.
     order = [(c["kind"], c["action"]) for c in plan.json["changes"]]
