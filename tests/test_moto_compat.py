@@ -1004,3 +1004,22 @@ def test_a_snapshot_restore_stops_running_executions(local_aws):
     execution = _waiting_execution(local_aws)
     local_aws.restore("compat-before-execution")
     assert _ends(execution), "the execution of the world before the restore still runs"
+
+
+def test_an_execution_whose_interpreter_has_not_started_yet_is_stopped_too():
+    """moto's worker builds its environment on its own thread after parsing the definition: an execution started
+    a moment before a reset has none yet. Stopping waits for it instead of failing (AttributeError on None)."""
+    import threading
+    from types import SimpleNamespace
+
+    stopped = []
+
+    class Env:
+        def is_running(self) -> bool:
+            return not stopped
+
+    worker = SimpleNamespace(env=None, stop=lambda **kwargs: stopped.append(kwargs))
+    threading.Timer(0.1, lambda: setattr(worker, "env", Env())).start()
+    assert isinstance(moto_compat._environment_of(worker), Env)
+    never = SimpleNamespace(env=None)
+    assert moto_compat._environment_of(never, wait_seconds=0.05) is None

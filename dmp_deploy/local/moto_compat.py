@@ -1602,10 +1602,23 @@ def stop_running_executions(cause: str) -> int:
                     for revision in [machine, *getattr(machine, "versions", {}).values()]:
                         for execution in list(getattr(revision, "executions", [])):
                             worker = getattr(execution, "exec_worker", None)
-                            if worker is not None and worker.env.is_running():
+                            env = _environment_of(worker) if worker is not None else None
+                            if env is not None and env.is_running():
                                 worker.stop(stop_date=utcnow(), error="States.Aborted", cause=cause)
                                 stopped += 1
     return stopped
+
+
+def _environment_of(worker, wait_seconds: float = 2.0):
+    """The interpreter's environment of an execution worker. A worker just started builds it on its own thread
+    after parsing the definition (moto's `env` is None until then): wait for it briefly, so an execution started
+    a moment before a reset is stopped too rather than missed (or crashed on)."""
+    import time
+
+    deadline = time.monotonic() + wait_seconds
+    while worker.env is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return worker.env
 
 
 @gap
