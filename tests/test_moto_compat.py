@@ -1023,3 +1023,34 @@ def test_an_execution_whose_interpreter_has_not_started_yet_is_stopped_too():
     assert isinstance(moto_compat._environment_of(worker), Env)
     never = SimpleNamespace(env=None)
     assert moto_compat._environment_of(never, wait_seconds=0.05) is None
+
+
+def test_moto_serves_one_request_at_a_time(local_aws, monkeypatch):
+    """Eight DescribeSecurityGroups at once, each slowed down inside the backend: no two are inside it together.
+    (Stock moto runs them all at once; with real calls that raced, CreateSecurityGroup crashed in CI.)"""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    inside, most = [0], [0]
+    count = threading.Lock()
+    describe = SecurityGroupBackend.describe_security_groups
+
+    def slow_describe(self, *args, **kwargs):
+        with count:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.05)  # long enough for every other thread's request to arrive meanwhile
+            return describe(self, *args, **kwargs)
+        finally:
+            with count:
+                inside[0] -= 1
+
+    monkeypatch.setattr(SecurityGroupBackend, "describe_security_groups", slow_describe)
+    clients = [local_aws.client("ec2") for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ec2: ec2.describe_security_groups()["SecurityGroups"], clients))
+    assert all(answers) and most[0] == 1, f"{most[0]} requests were inside the EC2 backend at once"
+

@@ -1637,3 +1637,31 @@ def stepfunctions_reset_stops_running_executions() -> None:
         reset(self)
 
     MotoAPIBackend.reset = reset_stopping_executions
+
+
+# --- one request at a time ------------------------------------------------------------------------------------------
+
+_ONE_REQUEST_AT_A_TIME = _threading.RLock()  # re-entrant: a handler that calls a backend's handler in-thread
+
+
+@gap
+def moto_serves_one_request_at_a_time() -> None:
+    """AWS: each call is atomic; two CreateSecurityGroup calls in one VPC at the same moment both succeed.
+    moto 5.2.5: its backends are plain dicts and lists with no locks, and the threaded server runs requests at
+    the same time, so concurrent calls corrupt or crash one another (seen in CI once the executor ran changes
+    concurrently: `RuntimeError: dictionary changed size during iteration` inside CreateSecurityGroup, and a
+    failed add-users run when two executions ran their tasks at once). Here the server hands requests to the
+    backends one at a time. `/moto-api/` (reset, state transitions) stays outside: a reset stops the running
+    executions and waits for their interpreter threads, which may be waiting for a request of their own."""
+    from flask import request as flask_request
+    from moto.core.utils import convert_to_flask_response
+
+    dispatch = convert_to_flask_response.__call__
+
+    def one_at_a_time(self, args=None, **kwargs):
+        if flask_request.path.startswith("/moto-api/"):
+            return dispatch(self, args, **kwargs)
+        with _ONE_REQUEST_AT_A_TIME:
+            return dispatch(self, args, **kwargs)
+
+    convert_to_flask_response.__call__ = one_at_a_time
