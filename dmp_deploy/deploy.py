@@ -1,13 +1,18 @@
-"""The shared flow of `apply` and `revert`: plan, show, lock, re-plan under the lock, execute, record.
+"""The shared flow of `apply` and `revert`: observe the lock, plan, show, lock, re-plan under the lock when the
+lock changed hands, execute, record.
 
 A plan with nothing to do ends before the lock: a no-op apply makes no mutating call at all (not even the lock's).
-With changes, the lock is taken and the plan is rebuilt under it, so nothing acts on a plan another run made
-stale. Only a run whose every change (and rollout) succeeded writes a release record.
+With changes, the lock is taken, so nothing acts on a plan another run made stale: the plan is rebuilt under it
+unless the lock was taken from exactly the state read just before planning (If-Match on its ETag, see lock.py),
+which proves no other apply or revert held it since the plan's reads, and the plan is recent
+(`PLAN_STANDS_SECONDS`: a plan a person looked at for longer is made again). Only a run whose every change (and
+rollout) succeeded writes a release record.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import time
 from typing import Callable
 
 import structlog
@@ -15,12 +20,17 @@ import structlog
 from dmp_deploy import executor, planner, releases
 from dmp_deploy.commands.output import emit_text
 from dmp_deploy.errors import PlanError
-from dmp_deploy.lock import DeployLock
+from dmp_deploy.lock import DeployLock, observe
 from dmp_deploy.plan import Plan
 from dmp_deploy.session import Environment
 from dmp_deploy.state_store import StateStore
 
 log = structlog.get_logger()
+
+# How old a plan may be when the lock is taken and still be carried out without planning again, when nobody held
+# the lock in between. Long enough for an unattended run (CI, --yes) to plan, check and lock; shorter than a person
+# reading the plan, during which the live state may change by hand.
+PLAN_STANDS_SECONDS = 60.0
 
 
 @dataclass
@@ -43,6 +53,9 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     `before_showing(rec)` runs on the first plan before it is shown (revert's header). `check(rec)` runs on both
     plans and raises to stop (a saved plan that no longer matches). `concurrency` overrides the config's
     deployment.concurrent_changes (how many changes are carried out at the same time)."""
+    store = StateStore(env.config, env.aws)
+    seen = observe(store)  # before the plan's reads: what the lock must still be for the plan to stand
+    planned_at = time.monotonic()
     rec = planner.build_plan(env.ctx, env.kinds)
     if check:
         check(rec)
@@ -58,15 +71,18 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     if not confirm(rec.plan):
         raise PlanError("Cancelled: nothing was changed.")
 
-    store = StateStore(env.config, env.aws)
     store.ensure()
     deployment = env.config.deployment
     wait = deployment.lock_wait_seconds if lock_wait_seconds is None else lock_wait_seconds
-    with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait) as lock:
-        env.ctx = env.fresh_context()
-        locked = planner.build_plan(env.ctx, env.kinds)
-        if check:
-            check(locked)
+    with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait, seen=seen) as lock:
+        if lock.undisturbed and time.monotonic() - planned_at <= PLAN_STANDS_SECONDS:
+            locked = rec  # nobody held the lock since the plan's reads: the plan stands
+            log.info("plan stands: the lock did not change hands since it was made")
+        else:
+            env.ctx = env.fresh_context()
+            locked = planner.build_plan(env.ctx, env.kinds)
+            if check:
+                check(locked)
         outcome = Outcome(locked.plan, replanned=locked.plan.as_dict() != rec.plan.as_dict())
         if outcome.replanned:
             if confirm_again is None:

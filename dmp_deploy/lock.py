@@ -6,6 +6,13 @@ renewal never overwrites somebody else's lease). A lease not renewed before its 
 over with a warning: no manual force-unlock needed after a crash; a lease whose holder ran on this host and whose
 process is gone (a killed apply) is taken over at once. `lock release` removes it by hand (`--force` for a live
 lease, or an unreadable lock object).
+
+Releasing writes a "released" marker (who, when, a random token) over the lease instead of deleting it, so the
+lock object's ETag changes every time anyone takes or gives back the lock. `apply` reads the lock before it
+plans (`observe`) and takes it with If-Match on that ETag: when that succeeds, nobody held the lock in between,
+so no other apply or revert changed anything since the plan's reads and the plan stands without being made again
+(`DeployLock.undisturbed`). Any other way to the lock (it was held, taken over, released by hand, or never taken)
+means planning again under the lock.
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import structlog
 
 from dmp_deploy.errors import UserError
-from dmp_deploy.state_store import StateStore, precondition_failed
+from dmp_deploy.errors import CorruptState
+from dmp_deploy.state_store import StateStore, precondition_failed, schema_problems
 
 log = structlog.get_logger()
 KEY = "locks/deploy.json"
@@ -59,18 +68,46 @@ def now() -> float:
 
 LEASE_SCHEMA = {"holder": str, "host": str, "pid": int, "command": str, "started": (int, float),
                 "expires": (int, float)}
+RELEASED = "released"  # {"released": {...}}: the lock is free; the fields say who gave it back, and when
+RELEASED_SCHEMA = {"by": str, "host": str, "pid": int, "command": str, "at": (int, float), "token": str}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The lock as read: `lease` is the holder's lease (None when free) and `etag` the lock object's ETag, whether
+    it holds a lease or a released marker (None when there is no lock object at all)."""
+
+    lease: Lease | None
+    etag: str | None
+
+
+NOTHING = Observation(None, None)
+
+
+def observe(store: StateStore) -> Observation:
+    """The lock object as it is now. An unreadable one raises CorruptState, which says how to remove it
+    (`lock release --force` always can)."""
+    env = store.config.env
+    advice = (f"If no apply or revert is running for {env}, remove it with `python run.py lock release --env {env} "
+              f"--force`.")
+    document, etag = store.get_json(KEY, None, advice=advice)
+    if not document:
+        return NOTHING
+    if isinstance(document, dict) and set(document) == {RELEASED}:
+        problems = schema_problems(document[RELEASED], RELEASED_SCHEMA)
+        if not problems:
+            return Observation(None, etag)
+    else:
+        problems = schema_problems(document, LEASE_SCHEMA)
+        if not problems:
+            return Observation(Lease(**{k: document[k] for k in LEASE_SCHEMA}), etag)
+    raise CorruptState(f"{store.location(KEY)} cannot be read: {'; '.join(problems)}. {advice}")
 
 
 def read(store: StateStore) -> tuple[Lease | None, str | None]:
-    """The lease and its ETag, or (None, None) when the lock is free. An unreadable lock object raises
-    CorruptState, which says how to remove it (`lock release --force` always can)."""
-    env = store.config.env
-    document, etag = store.get_json(KEY, LEASE_SCHEMA, advice=(
-        f"If no apply or revert is running for {env}, remove it with `python run.py lock release --env {env} "
-        f"--force`."))
-    if not document:
-        return None, None
-    return Lease(**{k: document[k] for k in LEASE_SCHEMA}), etag
+    """The lease and its ETag, or (None, None) when the lock is free."""
+    seen = observe(store)
+    return (seen.lease, seen.etag) if seen.lease else (None, None)
 
 
 def pid_alive(pid: int) -> bool:
@@ -91,8 +128,10 @@ def holder_gone(lease: Lease) -> bool:
 
 class DeployLock:
     def __init__(self, store: StateStore, holder: str, command: str, lease_seconds: int, wait_seconds: int,
-                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 seen: Observation | None = None):
         self.store = store
+        self.seen = seen
         self.holder = holder
         self.command = command
         self.lease_seconds = lease_seconds
@@ -100,6 +139,7 @@ class DeployLock:
         self.clock = clock or (lambda: now())
         self.sleep = sleep
         self.etag: str | None = None
+        self.undisturbed = False  # see acquire
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -109,49 +149,71 @@ class DeployLock:
         return Lease(self.holder, socket.gethostname(), os.getpid(), self.command, started or now,
                      now + self.lease_seconds)
 
-    def acquire(self) -> None:
+    def acquire(self, seen: Observation | None = None) -> None:
+        """Take the lock, waiting up to `wait_seconds` for a live holder. `seen`: the lock as observed before the
+        caller planned; when it was free and the lock is taken from exactly that state (If-Match on its ETag),
+        `undisturbed` is set: nobody held it in between."""
         deadline = self.clock() + self.wait_seconds
         announced = False
+        # First attempt: from the state seen before planning, or, knowing nothing, as if there were no lock object
+        # (the usual case on a first apply; a failed attempt costs one read).
+        current = seen if seen is not None and seen.lease is None else NOTHING
+        first = True
         while True:
-            lease = self._lease()
-            try:
-                self.etag = self.store.put_json(KEY, asdict(lease), if_none_match=True)
-                self._started = lease.started
-                log.info("deploy lock taken", holder=self.holder)
-                return
-            except Exception as exc:
-                if not precondition_failed(exc):
-                    raise
-            current, etag = read(self.store)
-            now = self.clock()
-            if current is None:
-                continue  # released between our write and our read: try again at once
-            if current == lease:
-                # Our own write: S3 stored it but the answer was lost, and the retried PUT found it there.
-                self.etag = etag
-                self._started = lease.started
-                log.info("deploy lock taken", holder=self.holder)
-                return
-            gone = holder_gone(current)
-            if current.expired(now) or gone:
+            if current.lease is None:
+                lease = self._lease()
                 try:
-                    self.etag = self.store.put_json(KEY, asdict(lease), if_match=etag)
-                    self._started = lease.started
-                    log.warning("took over a deploy lock whose holder's process is gone" if gone else
-                                "took over an expired deploy lock", previous=current.describe(now))
+                    self.etag = self._write(asdict(lease), current.etag)
+                    self._taken(lease, undisturbed=first and seen is not None and current.etag is not None)
                     return
                 except Exception as exc:
                     if not precondition_failed(exc):
                         raise
+                current = observe(self.store)
+                if current.lease == lease:
+                    # Our own write: S3 stored it but the answer was lost, and the retried PUT found it there.
+                    self.etag = current.etag
+                    self._taken(lease, undisturbed=False)
+                    return
+            first = False
+            now = self.clock()
+            if current.lease is None:
+                continue  # released between our write and our read: try again at once
+            gone = holder_gone(current.lease)
+            if current.lease.expired(now) or gone:
+                lease = self._lease()
+                try:
+                    self.etag = self.store.put_json(KEY, asdict(lease), if_match=current.etag)
+                    self._taken(lease, undisturbed=False)
+                    log.warning("took over a deploy lock whose holder's process is gone" if gone else
+                                "took over an expired deploy lock", previous=current.lease.describe(now))
+                    return
+                except Exception as exc:
+                    if not precondition_failed(exc):
+                        raise
+                    current = observe(self.store)
                     continue  # someone else took it over first
             if now >= deadline:
-                raise LockHeld(f"the deploy lock for {self.store.config.env} is held by {current.describe(now)}. "
-                               f"Waited {self.wait_seconds}s. Wait for it to finish, or, if you are sure it is dead, "
-                               f"run `python run.py lock release --env {self.store.config.env} --force`.")
+                raise LockHeld(f"the deploy lock for {self.store.config.env} is held by "
+                               f"{current.lease.describe(now)}. Waited {self.wait_seconds}s. Wait for it to finish, "
+                               f"or, if you are sure it is dead, run `python run.py lock release --env "
+                               f"{self.store.config.env} --force`.")
             if not announced:
-                log.info("waiting for the deploy lock", holder=current.describe(now))
+                log.info("waiting for the deploy lock", holder=current.lease.describe(now))
                 announced = True
             self.sleep(min(5.0, max(0.5, deadline - now)))
+            current = observe(self.store)
+
+    def _write(self, document: dict, etag: str | None) -> str:
+        """Write the lock object: a new one (If-None-Match), or over the one whose ETag is `etag` (If-Match)."""
+        if etag is None:
+            return self.store.put_json(KEY, document, if_none_match=True)
+        return self.store.put_json(KEY, document, if_match=etag)
+
+    def _taken(self, lease: Lease, undisturbed: bool) -> None:
+        self._started = lease.started
+        self.undisturbed = undisturbed
+        log.info("deploy lock taken", holder=self.holder, undisturbed=undisturbed)
 
     def renew(self) -> None:
         try:
@@ -174,14 +236,16 @@ class DeployLock:
         if self._renewer:
             self._renewer.join(timeout=5)
         if self.etag and not self.lost.is_set():
+            released = {"by": self.holder, "host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
+                        "at": self.clock(), "token": uuid.uuid4().hex}  # the token: a new ETag every time
             try:
-                self.store.delete(KEY, if_match=self.etag)
+                self.store.put_json(KEY, {RELEASED: released}, if_match=self.etag)
             except Exception as exc:
                 if not precondition_failed(exc):
                     log.warning("could not release the deploy lock; it will expire", error=str(exc))
 
     def __enter__(self) -> "DeployLock":
-        self.acquire()
+        self.acquire(self.seen)
         interval = max(1.0, self.lease_seconds / 3)
 
         def renew_loop():

@@ -281,3 +281,44 @@ def test_an_apply_while_add_users_runs_leaves_the_execution_to_finish(deployed, 
     assert len(sfn.list_executions(stateMachineArn=MACHINE_ARN)["executions"]) == 1
     plan = run_cli("plan", "--env", "local", *CHANGE)
     assert plan.code == 0, plan.stdout + plan.stderr
+
+
+# --- the plan made before the lock stands only when the lock did not change hands (deploy.py, lock.py) -----------
+
+
+def _apply(image: str, confirm=lambda plan: True, **kwargs):
+    from dmp_deploy import session
+    from dmp_deploy.deploy import deploy
+
+    env = session.open_environment("local", [f"api={image}"])
+    outcome = deploy(env, allow_destroy=False, quiet=True, command="apply", confirm=confirm, **kwargs)
+    return outcome, env.aws.stats.calls
+
+
+def test_an_apply_whose_lock_did_not_change_hands_plans_once(deployed, local_aws):
+    outcome, calls = _apply("t2")
+    assert outcome.applied > 0 and outcome.release is not None and not outcome.replanned
+    assert calls["ecs.list_services"] == 1, "planned again under the lock although nobody held it in between"
+    assert len(api_revisions(local_aws)) == 2
+
+
+def test_an_apply_whose_lock_another_run_held_meanwhile_plans_again(deployed, local_aws, run_cli):
+    def another_run_applies_first(plan) -> bool:  # while this one shows its plan, another run makes the change
+        other = run_cli("apply", "--env", "local", "--json", *CHANGE)
+        assert other.code == 0 and other.json["applied"] > 0, other.stdout + other.stderr
+        return True
+
+    outcome, calls = _apply("t2", confirm=another_run_applies_first)
+    # The lock was free when taken, but it had changed hands since the plan's reads: planned again, found it made.
+    assert outcome.replanned and outcome.applied == 0 and outcome.release is None
+    assert calls["ecs.list_services"] == 2
+    assert_converged_once(local_aws, run_cli)
+
+
+def test_a_plan_older_than_the_limit_is_made_again(deployed, local_aws, monkeypatch):
+    from dmp_deploy import deploy as deploy_module
+
+    monkeypatch.setattr(deploy_module, "PLAN_STANDS_SECONDS", 0.0)  # as if a person had read it for a while
+    outcome, calls = _apply("t2")
+    assert outcome.applied > 0 and calls["ecs.list_services"] == 2
+    assert len(api_revisions(local_aws)) == 2

@@ -14,6 +14,7 @@ import botocore.exceptions
 import pytest
 from botocore.httpsession import URLLib3Session
 
+from dmp_deploy import lock as deploy_lock
 from dmp_deploy import session
 from dmp_deploy.aws import Aws
 from dmp_deploy.config import load_config
@@ -202,5 +203,6 @@ def test_a_lost_answer_to_the_lock_put_does_not_lock_out_its_own_apply(local_aws
     lock = DeployLock(store, "arn:aws:iam::123456789012:user/alice", "apply", lease_seconds=60, wait_seconds=1)
     lock.acquire()
     assert lost
-    lock.release()  # it holds the lease's ETag: its release removes it
-    assert store.get_json("locks/deploy.json") == (None, None)
+    lock.release()  # it holds the lease's ETag: its release gives the lock back (a released marker)
+    assert deploy_lock.read(store) == (None, None)
+    assert set(store.get_json("locks/deploy.json")[0]) == {"released"}

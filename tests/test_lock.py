@@ -177,3 +177,63 @@ def test_a_corrupt_lock_object_is_named_and_lock_release_force_removes_it(store,
     released = run_cli("lock", "release", "--env", "local", "--force")
     assert released.code == 0 and "unreadable" in released.stdout
     DeployLock(store, "me", "apply", lease_seconds=60, wait_seconds=0).acquire()  # free again
+
+
+# --- a plan made before the lock stands when the lock did not change hands (lock.observe, DeployLock.undisturbed) --
+
+
+def test_release_leaves_a_released_marker_and_every_release_a_new_etag(store):
+    clock = Clock()
+    seen = []
+    for holder in ("alice", "bob"):
+        with make(store, holder, clock):
+            pass
+        observed = deploy_lock.observe(store)
+        assert observed.lease is None and observed.etag is not None
+        seen.append(observed.etag)
+    assert seen[0] != seen[1], "two releases left the same ETag: a take-and-give-back in between would go unseen"
+    assert deploy_lock.read(store) == (None, None)
+
+
+def test_taken_from_the_state_seen_before_planning_is_undisturbed(store):
+    clock = Clock()
+    with make(store, "alice", clock):
+        pass
+    seen = deploy_lock.observe(store)
+    lock = make(store, "bob", clock)
+    lock.acquire(seen)
+    assert lock.undisturbed and deploy_lock.read(store)[0].holder == "bob"
+
+
+def test_taken_after_someone_else_held_it_in_between_is_not_undisturbed(store):
+    clock = Clock()
+    with make(store, "alice", clock):
+        pass
+    seen = deploy_lock.observe(store)
+    with make(store, "carol", clock):  # another run takes and gives back the lock after our plan's reads
+        pass
+    assert deploy_lock.observe(store).lease is None
+    lock = make(store, "bob", clock)
+    lock.acquire(seen)
+    assert not lock.undisturbed and deploy_lock.read(store)[0].holder == "bob"
+
+
+@pytest.mark.parametrize("before", ["never taken", "released by hand", "held"])
+def test_no_released_marker_seen_means_not_undisturbed(store, before):
+    clock = Clock()
+    if before == "released by hand":
+        with make(store, "alice", clock):
+            pass
+        store.delete(deploy_lock.KEY)
+    if before == "held":
+        _put_lease(store, expires=time.time() - 1)  # expired: taken over
+    seen = deploy_lock.observe(store)
+    lock = DeployLock(store, "bob", "apply", lease_seconds=60, wait_seconds=0)  # real time: the lease expired
+    lock.acquire(seen)
+    assert not lock.undisturbed and deploy_lock.read(store)[0].holder == "bob"
+
+
+def test_a_malformed_released_marker_is_named(store):
+    store.put_json(deploy_lock.KEY, {"released": {"by": "x"}})
+    with pytest.raises(CorruptState, match="locks/deploy.json cannot be read: .*is missing"):
+        deploy_lock.observe(store)
