@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterable
 
 import boto3
 import botocore.config
-import botocore.session
 import botocore.exceptions
 from tenacity import retry_if_exception, stop_after_attempt, wait_random_exponential, Retrying
 
+from dmp_deploy.botocore_models import shared_loader
 from dmp_deploy.errors import MutationRefused
 
 READ_PREFIXES = ("describe_", "list_", "get_", "head_", "lookup_", "search_", "batch_get_", "filter_")
@@ -77,20 +77,6 @@ def polling(purpose: str):
         yield
     finally:
         _POLLING.reset(token)
-
-_loader_lock = threading.Lock()
-_shared_loader = None
-
-
-def shared_loader():
-    """One botocore data loader per process: its service models (EC2's alone is megabytes of JSON) are parsed
-    once, not again by every seam a process opens (the tests and benchmarks open hundreds)."""
-    global _shared_loader
-    with _loader_lock:
-        if _shared_loader is None:
-            _shared_loader = botocore.session.get_session().get_component("data_loader")
-        return _shared_loader
-
 
 @dataclass
 class Call:
@@ -160,7 +146,10 @@ class Aws:
         self._sequence = 0
         self._mutation_sequence = 0
         self._session = boto3.session.Session(region_name=region, **(credentials or {}))
-        self._session._session.register_component("data_loader", shared_loader())
+        # One loader per process, its models parsed once and kept across processes (botocore_models.py).
+        botocore_session = self._session._session
+        botocore_session.register_component(
+            "data_loader", shared_loader(botocore_session.get_config_variable("data_path")))
         self._config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": max_attempts},
             max_pool_connections=32,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 import jinja2
 
+from dmp_deploy.cache import cache_directory
 from dmp_deploy.errors import RenderError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,23 +48,11 @@ def _environment(directory: str) -> jinja2.Environment:
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    """Jinja's file cache: in $DMP_CACHE_DIR when set; else in .dmp-cache/ in the repository root, or, where the
-    checkout is read-only, in the user's cache directory ($XDG_CACHE_HOME, default ~/.cache, /dmp-deploy); none
-    if no such directory is writable (templates are then compiled in every process)."""
-    if os.environ.get("DMP_CACHE_DIR"):
-        candidates = [Path(os.environ["DMP_CACHE_DIR"])]
-    else:
-        user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dmp-deploy"
-        candidates = [ROOT / ".dmp-cache", user_cache]
-    for base in candidates:
-        directory = base / "jinja"
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return jinja2.FileSystemBytecodeCache(str(directory))
-    return None
+    """Jinja's file cache, in the tool's cache directory (dmp_deploy/cache.py: $DMP_CACHE_DIR, .dmp-cache/ or the
+    user's cache directory); none if no such directory is writable (templates are then compiled in every
+    process)."""
+    directory = cache_directory("jinja", ROOT)
+    return jinja2.FileSystemBytecodeCache(str(directory)) if directory is not None else None
 
 
 def _tojson(value: Any) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import botocore.session
 from botocore.validate import ParamValidator
 
 from dmp_deploy import config as config_module
 from dmp_deploy import unfilled
+from dmp_deploy.botocore_models import service_model
 from dmp_deploy.errors import ConfigError, RenderError
 
-_service_models: dict = {}
 
 # The router serves www., assets., api., search-api. and antivirus-api. hosts only (its templates' server_name),
 # so each public URL a frontend is given must be on the host of its kind.
@@ -28,9 +27,7 @@ CLAMD_MIN_MEMORY_MIB = 3072
 
 
 def _input_shape(service: str, operation: str):
-    if service not in _service_models:
-        _service_models[service] = botocore.session.get_session().get_service_model(service)
-    return _service_models[service].operation_model(operation).input_shape
+    return service_model(service).operation_model(operation).input_shape
 
 
 def check_parameters(service: str, operation: str, params: dict, where: str) -> None:

@@ -40,10 +40,9 @@ import hashlib
 import json
 from typing import Any
 
-import botocore.session
-
 from dmp_deploy import names
 from dmp_deploy.aws import error_code
+from dmp_deploy.botocore_models import service_model
 from dmp_deploy.plan import FieldChange
 from dmp_deploy.resources import efs, load_balancers
 from dmp_deploy.resources.base import Context, Live, ResourceKind
@@ -88,8 +87,7 @@ def register_fields() -> frozenset[str]:
     DescribeTaskDefinition's read-only fields (revision, status, registeredAt, ...) are not among them."""
     global _register_fields
     if _register_fields is None:
-        shape = botocore.session.get_session().get_service_model("ecs") \
-            .operation_model("RegisterTaskDefinition").input_shape
+        shape = service_model("ecs").operation_model("RegisterTaskDefinition").input_shape
         _register_fields = frozenset(shape.members) - {"tags"}
     return _register_fields
 
