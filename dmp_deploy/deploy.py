@@ -59,7 +59,7 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
         raise PlanError("Cancelled: nothing was changed.")
 
     store = StateStore(env.config, env.aws)
-    store.ensure()
+    store.ensure(concurrency)
     deployment = env.config.deployment
     wait = deployment.lock_wait_seconds if lock_wait_seconds is None else lock_wait_seconds
     with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait) as lock:
