@@ -89,6 +89,6 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
             return outcome
         record = releases.build_record(locked, env.aws.identity, kind=kind, reverted_to=reverted_to,
                                        reverted=reverted)
-        outcome.release = releases.write(store, record)
+        outcome.release = releases.write(store, record, locked.ctx)
         log.info("release recorded", release=outcome.release, env=env.config.env)
     return outcome

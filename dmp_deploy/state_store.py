@@ -108,16 +108,17 @@ class StateStore:
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def get_json(self, key: str, schema: dict[str, Any] | None = None,
-                 advice: str = "") -> tuple[dict, str] | tuple[None, None]:
-        """(document, etag), or (None, None) when the object (or the bucket) does not exist.
+    def get_json(self, key: str, schema: dict[str, Any] | None = None, advice: str = "",
+                 missing: tuple[str, ...] = NOT_FOUND) -> tuple[dict, str] | tuple[None, None]:
+        """(document, etag), or (None, None) when the object (or the bucket) does not exist: when AWS answers
+        one of the error codes `missing` (without "NoSuchBucket", a missing bucket raises instead).
 
         Raises CorruptState naming the object, what is wrong with it and `advice` (what to do) when it is not a
         JSON object, or does not match `schema` ({field: type or tuple of types}, see `schema_problems`)."""
         try:
             response = self.aws.call("s3", "get_object", Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
+            if error_code(exc) in missing:
                 return None, None
             raise
         body = response["Body"].read()

@@ -118,3 +118,139 @@ def test_a_setting_refused_while_another_is_applied_is_tried_again(local_aws):
     assert refused and aws.stats.calls["s3.put_bucket_encryption"] == 2
     rules = local_aws.client("s3").get_bucket_encryption(Bucket=store.bucket)["ServerSideEncryptionConfiguration"]
     assert rules["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+# --- the release tail: what the plan read of the releases is where the record and the index start -------------
+
+
+def record_running(*arns: str, digest: str = "d") -> dict:
+    return {"kind": "apply", "time": "2026-01-01T00:00:00Z", "changes": [], "desired": {}, "task_definitions": {},
+            "state_machines": {}, "digest": digest,
+            "live": {"task_definition": {f"family-{i}": {"arn": arn} for i, arn in enumerate(arns)}}}
+
+
+class Reads:
+    """The S3 calls a seam makes from now on, with the conditions of each write."""
+
+    def __init__(self, aws: Aws):
+        self.calls: list[tuple[str, str, str]] = []  # (operation, key, condition)
+        aws.hooks.append(self.hook)
+
+    def hook(self, call):
+        condition = "IfNoneMatch" if "IfNoneMatch" in call.params else "IfMatch" if "IfMatch" in call.params else ""
+        self.calls.append((call.operation, call.params.get("Key", ""), condition))
+
+    def take(self) -> list[tuple[str, str, str]]:
+        taken, self.calls[:] = list(self.calls), []
+        return taken
+
+
+def plan_context(aws: Aws):
+    """A context as a plan's, for the release reads (they need only config, seam and memo)."""
+    from dmp_deploy.resources.base import Context
+    return Context(load_config("local"), aws, desired=None)
+
+
+@pytest.fixture
+def store(local_aws):
+    s = StateStore(load_config("local"), seam(local_aws, latency=0))
+    s.ensure()
+    return s
+
+
+def test_after_the_plans_reads_a_release_is_two_conditional_writes(store):
+    from dmp_deploy import releases
+    assert releases.write(store, record_running("arn:td/a:1")) == 1
+    assert releases.write(store, record_running("arn:td/a:2", digest="d2")) == 2
+    reads = Reads(store.aws)
+    ctx = plan_context(store.aws)
+    assert releases.read_index(ctx)["latest"]["number"] == 2
+    assert reads.take() == [("get_object", releases.INDEX, "")]
+    # the index names release 2: one read, of release 3, tells that 2 is the newest (no listing)
+    assert releases.newest(ctx) == {"number": 2, "digest": "d2"}
+    assert reads.take() == [("get_object", releases.key(3), "")]
+
+    assert releases.write(store, record_running("arn:td/a:3", digest="d3"), ctx) == 3
+    assert reads.take() == [("put_object", releases.key(3), "IfNoneMatch"), ("put_object", releases.INDEX, "IfMatch")]
+    index, _ = store.get_json(releases.INDEX)
+    assert index == {"task_definitions": ["arn:td/a:1", "arn:td/a:2", "arn:td/a:3"],
+                     "latest": {"number": 3, "digest": "d3"}}
+
+
+def test_the_first_release_of_an_environment_does_not_scan_for_records_the_plan_saw_none_of(local_aws):
+    from dmp_deploy import releases
+    store = StateStore(load_config("local"), seam(local_aws, latency=0))
+    reads = Reads(store.aws)
+    ctx = plan_context(store.aws)
+    assert releases.read_index(ctx) is None
+    # no state bucket yet: no records either, so nothing is listed
+    assert reads.take() == [("get_object", releases.INDEX, "")]
+    assert releases.newest(ctx) is None and reads.take() == []
+    store.ensure()
+    reads.take()
+    assert releases.write(store, record_running("arn:td/a:1"), ctx) == 1
+    assert reads.take() == [("put_object", releases.key(1), "IfNoneMatch"),
+                            ("put_object", releases.INDEX, "IfNoneMatch")]
+    assert store.get_json(releases.INDEX)[0]["latest"]["number"] == 1
+
+
+def test_a_release_recorded_by_another_run_since_the_plan_is_not_overwritten_nor_lost_from_the_index(store):
+    from dmp_deploy import releases
+    releases.write(store, record_running("arn:td/a:1"))
+    ctx = plan_context(store.aws)
+    releases.read_index(ctx)
+    assert releases.newest(ctx)["number"] == 1
+    other = plan_context(store.aws)  # another run records release 2 after this plan was made
+    releases.read_index(other)
+    releases.newest(other)
+    assert releases.write(store, record_running("arn:td/b:1"), other) == 2
+
+    assert releases.write(store, record_running("arn:td/a:2", digest="mine"), ctx) == 3
+    assert releases.load(store, 2)["live"]["task_definition"]["family-0"]["arn"] == "arn:td/b:1"
+    index, _ = store.get_json(releases.INDEX)  # re-read on the failed If-Match: release 2's revision is kept
+    assert index == {"task_definitions": ["arn:td/a:1", "arn:td/a:2", "arn:td/b:1"],
+                     "latest": {"number": 3, "digest": "mine"}}
+
+
+def test_records_past_the_index_are_found_by_the_plan(store):
+    """Runs killed between writing their record and the index: the plan finds the newest record all the same."""
+    from dmp_deploy import releases
+    releases.write(store, record_running("arn:td/a:1"))
+    index, _ = store.get_json(releases.INDEX)
+    for number, digest in ((2, "two"), (3, "three")):
+        store.put_json(releases.key(number), {**record_running(f"arn:td/a:{number}", digest=digest),
+                                              "number": number}, if_none_match=True)
+    ctx = plan_context(store.aws)
+    assert releases.read_index(ctx)["latest"]["number"] == 1
+    assert releases.newest(ctx) == {"number": 3, "digest": "three"}
+    assert releases.write(store, record_running("arn:td/a:4", digest="four"), ctx) == 4
+    index, _ = store.get_json(releases.INDEX)
+    assert index["latest"] == {"number": 4, "digest": "four"}
+    assert {"arn:td/a:1", "arn:td/a:4"} <= set(index["task_definitions"])
+
+
+def test_without_an_index_the_plans_listing_rebuilds_it_without_listing_again(store):
+    from dmp_deploy import releases
+    releases.write(store, record_running("arn:td/a:1"))
+    releases.write(store, record_running("arn:td/a:2", digest="two"))
+    store.delete(releases.INDEX)
+    reads = Reads(store.aws)
+    ctx = plan_context(store.aws)
+    assert releases.read_index(ctx) == {"task_definitions": ["arn:td/a:1", "arn:td/a:2"], "latest": None}
+    assert releases.newest(ctx) == {"number": 2, "digest": "two"}
+    reads.take()
+    assert releases.write(store, record_running("arn:td/a:3", digest="three"), ctx) == 3
+    assert reads.take() == [("put_object", releases.key(3), "IfNoneMatch"),
+                            ("put_object", releases.INDEX, "IfNoneMatch")]
+    index, _ = store.get_json(releases.INDEX)
+    assert index == {"task_definitions": ["arn:td/a:1", "arn:td/a:2", "arn:td/a:3"],
+                     "latest": {"number": 3, "digest": "three"}}
+
+
+def test_a_plan_with_changes_reads_the_releases_in_two_calls_and_no_listing(local_aws, run_cli, recorded_calls):
+    assert run_cli("apply", "--env", "local").code == 0
+    recorded_calls.clear()
+    plan = run_cli("plan", "--env", "local", "--image", "api=t2", "--json")
+    assert plan.code == 2, plan.stdout[-2000:] + plan.stderr[-2000:]
+    s3 = [name for name, _ in recorded_calls if name in ("s3.get_object", "s3.list_objects_v2")]
+    assert sorted(s3) == ["s3.get_object", "s3.get_object"]  # the index, then the release after the one it names
