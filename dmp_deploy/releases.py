@@ -298,7 +298,7 @@ def newest(ctx) -> dict | None:
                 seen.newest = latest["number"]
                 return {"number": latest["number"], "digest": latest.get("digest")}
             known = numbers(store)  # N + 1 was recorded but not indexed: perhaps more after it
-            if known[-1] == latest["number"] + 1:
+            if known and known[-1] == latest["number"] + 1:
                 seen.newest = known[-1]
                 return {"number": known[-1], "digest": after.get("digest")}
         if known is None:
