@@ -1070,7 +1070,8 @@ def test_ssm_describe_parameters_honours_max_results(local_aws):
     assert sorted(p["Name"] for p in page["Parameters"]) == names and "NextToken" not in page
     seen, token, pages = [], None, 0
     while True:
-        page = ssm.describe_parameters(ParameterFilters=by_name, MaxResults=5, **({"NextToken": token} if token else {}))
+        page = ssm.describe_parameters(ParameterFilters=by_name, MaxResults=5,
+                                       **({"NextToken": token} if token else {}))
         seen += [p["Name"] for p in page["Parameters"]]
         pages += 1
         token = page.get("NextToken")
