@@ -71,7 +71,7 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     if not confirm(rec.plan):
         raise PlanError("Cancelled: nothing was changed.")
 
-    store.ensure()
+    store.ensure(concurrency)
     deployment = env.config.deployment
     wait = deployment.lock_wait_seconds if lock_wait_seconds is None else lock_wait_seconds
     with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait, seen=seen) as lock:
@@ -105,6 +105,6 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
             return outcome
         record = releases.build_record(locked, env.aws.identity, kind=kind, reverted_to=reverted_to,
                                        reverted=reverted)
-        outcome.release = releases.write(store, record)
+        outcome.release = releases.write(store, record, locked.ctx)
         log.info("release recorded", release=outcome.release, env=env.config.env)
     return outcome

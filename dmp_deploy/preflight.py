@@ -36,7 +36,9 @@ log = structlog.get_logger()
 
 ECR_IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/"
                        r"(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
-SSM_NAMES_PER_CALL = 50  # DescribeParameters' Name filter takes at most 50 values
+# DescribeParameters' Name filter takes at most 50 values, and a page holds up to 50 parameters when asked for
+# (10 otherwise): one page, one round trip, per batch of 50 names; the batches are looked up at the same time.
+SSM_NAMES_PER_CALL = 50
 
 
 @dataclass
@@ -198,16 +200,22 @@ def _missing_secrets(ctx: "Context", secrets: dict[str, set[str]]) -> list[str]:
         return None
 
     def parameters_found(batch: list[str]) -> set[str]:
+        # One page holds the batch. AWS may still end a page early (its answers are "best effort"): then the
+        # pages that follow are read too, so that every name is asked about.
         found = ctx.aws.pages("ssm", "describe_parameters", "Parameters",  # metadata only, never the value
-                              ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": batch}])
+                              ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": batch}],
+                              MaxResults=SSM_NAMES_PER_CALL)
         return {p["Name"] for p in found}
 
     ssm_names = sorted(by_store["ssm"])
     batches = [ssm_names[i:i + SSM_NAMES_PER_CALL] for i in range(0, len(ssm_names), SSM_NAMES_PER_CALL)]
-    found = set().union(*ctx.map(parameters_found, batches)) if batches else set()
+    # The parameter batches and the secrets at the same time: neither waits for the other's answers.
+    answers = ctx.map(lambda job: job(), [*(lambda b=b: parameters_found(b) for b in batches),
+                                          *(lambda a=a: secret_missing(a) for a in sorted(by_store["secretsmanager"]))])
+    found = set().union(*answers[:len(batches)])
     missing = [f"secret {by_store['ssm'][n]}: no such SSM parameter (used by {_users(secrets[by_store['ssm'][n]])})"
                for n in ssm_names if n not in found]
-    missing += [m for m in ctx.map(secret_missing, sorted(by_store["secretsmanager"])) if m]
+    missing += [m for m in answers[len(batches):] if m]
     return missing
 
 

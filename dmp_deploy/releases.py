@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import structlog
+from botocore.exceptions import ClientError
 
+from dmp_deploy.aws import error_code
 from dmp_deploy.errors import CorruptState, UserError
-from dmp_deploy.state_store import StateStore, precondition_failed, schema_problems
+from dmp_deploy.state_store import NOT_FOUND, StateStore, precondition_failed, schema_problems
 
 log = structlog.get_logger()
 PREFIX = "releases/"
@@ -43,14 +45,20 @@ INDEX_SCHEMA = {"task_definitions": list, "latest": (dict, type(None))}
 
 def load(store: StateStore, number: int) -> dict:
     """Release `number`'s record; CorruptState (naming the object) when it cannot be read as one."""
-    record, _ = store.get_json(key(number), RECORD_SCHEMA, advice=(
-        f"Release {number} cannot be reverted to or shown; choose another release (`python run.py history "
-        f"--env {store.config.env}`). Records are never rewritten by this tool: restore an earlier version of "
-        f"the object (the bucket is versioned) if it was damaged."))
+    record = _record(store, number)
     if record is None:
         known = numbers(store)
         raise UserError(f"there is no release {number} for {store.config.env} "
                         f"(releases: {', '.join(map(str, known)) or 'none yet'})")
+    return record
+
+
+def _record(store: StateStore, number: int) -> dict | None:
+    """Release `number`'s record, or None when there is none; CorruptState when it cannot be read as one."""
+    record, _ = store.get_json(key(number), RECORD_SCHEMA, advice=(
+        f"Release {number} cannot be reverted to or shown; choose another release (`python run.py history "
+        f"--env {store.config.env}`). Records are never rewritten by this tool: restore an earlier version of "
+        f"the object (the bucket is versioned) if it was damaged."))
     return record
 
 
@@ -101,25 +109,80 @@ def build_record(rec, caller: str, kind: str = "apply", reverted_to: int | None 
 # {"task_definitions": [ARN, ...], "latest": {"number": N, "digest": D}}: every revision a recorded release ran,
 # and which release is the newest with the digest of its desired state (see resources/release_record.py).
 INDEX = f"{PREFIX}index.json"
+NOT_FOUND_OBJECT = tuple(code for code in NOT_FOUND if code != "NoSuchBucket")
 
 
-def write(store: StateStore, record: dict) -> int:
+def write(store: StateStore, record: dict, ctx=None) -> int:
     """Write the record as the next release number; returns the number. Never overwrites a record. The index is
     updated after it: a run killed in between leaves a record the index does not name, which the next plan
-    shows and the next apply repairs (resources/release_record.py)."""
+    shows and the next apply repairs (resources/release_record.py).
+
+    `ctx`: the context whose plan this run carried out. What that plan read of the releases (`Seen`) is where the
+    write starts: the next number is the newest it saw + 1, and the index is the one it read, written back with
+    If-Match on the ETag it had; both conditional, so anything written since (another run's record, a repaired
+    index) only costs the listing or the re-read that every write made before. Two round trips (the record, the
+    index) instead of up to seven (a first apply listed and loaded every record to rebuild a missing index)."""
+    seen = _seen(ctx) if ctx is not None else Seen()
+    guess = seen.next_number()
+    number = None
+    if guess is not None:
+        try:
+            store.put_json(key(guess), {**record, "number": guess}, if_none_match=True)
+            number = guess
+        except Exception as exc:
+            if not precondition_failed(exc):
+                raise
+    if number is None:  # the plan did not learn the newest number, or another run took it since
+        number = _write_listed(store, record)
+    # Only while no record was written since the plan (its number was free): then its view of the index holds.
+    start = seen.index_view() if number == guess else None
+    _update_index(store, _revisions(record), {"number": number, "digest": record.get("digest")}, start)
+    return number
+
+
+def _write_listed(store: StateStore, record: dict) -> int:
     for _ in range(20):
         known = numbers(store)
         number = (known[-1] + 1) if known else 1
         try:
             store.put_json(key(number), {**record, "number": number}, if_none_match=True)
-            break
+            return number
         except Exception as exc:
             if not precondition_failed(exc):
                 raise
-    else:
-        raise UserError("could not write the release record: release numbers kept being taken by other runs")
-    _update_index(store, _revisions(record), {"number": number, "digest": record.get("digest")})
-    return number
+    raise UserError("could not write the release record: release numbers kept being taken by other runs")
+
+
+class Seen:
+    """What a context's plan read of the releases (`read_index`, `newest`), kept for `write` to start from."""
+
+    def __init__(self):
+        self.index_read = False
+        self.index: dict | None = None  # the index as read (None: there was none)
+        self.etag: str | None = None
+        self.numbers: list[int] | None = None  # the record numbers, when they were listed
+        self.recovered: set[str] | None = None  # with no index: every revision the listed records ran
+        self.newest: int | None = None  # the newest record's number (0: none), when it was looked for
+
+    def next_number(self) -> int | None:
+        """The number the next record would take as far as the plan saw; None when it did not read the index."""
+        if self.newest is not None:
+            return self.newest + 1
+        if self.numbers is not None:
+            return (self.numbers[-1] if self.numbers else 0) + 1
+        latest = (self.index or {}).get("latest")
+        return latest["number"] + 1 if latest else None
+
+    def index_view(self) -> tuple[dict | None, str | None, set[str] | None] | None:
+        """(index, ETag, the revisions recovered from the records when there was no index) as the plan read them,
+        or None when it did not."""
+        if not self.index_read or (self.index is None and self.recovered is None):
+            return None
+        return self.index, self.etag, self.recovered
+
+
+def _seen(ctx) -> Seen:
+    return ctx.memo("s3: releases seen", Seen)
 
 
 def _revisions(record: dict) -> list[str]:
@@ -127,10 +190,11 @@ def _revisions(record: dict) -> list[str]:
     return [ids["arn"] for ids in record.get("live", {}).get("task_definition", {}).values() if "arn" in ids]
 
 
-def _recorded_revisions(store: StateStore) -> set[str]:
-    """Every revision any readable release record ran (an unreadable record is skipped, with a warning)."""
+def _recorded_revisions(store: StateStore, known: list[int] | None = None) -> set[str]:
+    """Every revision any readable release record ran (an unreadable record is skipped, with a warning).
+    `known`: the record numbers, when they were just listed."""
     found: set[str] = set()
-    for number in numbers(store):
+    for number in numbers(store) if known is None else known:
         try:
             found |= set(_revisions(load(store, number)))
         except CorruptState as exc:
@@ -138,16 +202,20 @@ def _recorded_revisions(store: StateStore) -> set[str]:
     return found
 
 
-def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> None:
+def _update_index(store: StateStore, arns: list[str], latest: dict | None,
+                  start: tuple[dict | None, str | None, set[str] | None] | None = None) -> None:
     """Remember the revisions this release runs, so pruning never deregisters one a release still needs, and
-    which release is the newest."""
-    for _ in range(20):
-        index, etag = _get_index(store)
+    which release is the newest. `start`: the index as already read (`Seen.index_view`), tried first."""
+    for attempt in range(20):
+        if attempt == 0 and start is not None:
+            index, etag, recovered = start
+        else:
+            (index, etag), recovered = _get_index(store), None
         known = set((index or {}).get("task_definitions", []))
         if index is None:
             # A new or rebuilt index: every recorded release's revisions, not only this one's, so that no
             # revision an older release needs loses its protection from pruning.
-            known |= _recorded_revisions(store)
+            known |= _recorded_revisions(store) if recovered is None else recovered
         current = (index or {}).get("latest")
         if current and latest and (current.get("number") or 0) > latest["number"]:
             latest = current  # a newer release was indexed meanwhile
@@ -167,24 +235,38 @@ def _update_index(store: StateStore, arns: list[str], latest: dict | None) -> No
 
 def read_index(ctx) -> dict | None:
     """The release index, read once per run (the task_definition and release_record kinds share it); None when
-    there is none yet, or no state bucket."""
+    there is none yet, or no state bucket. What was read is kept for `write` (`Seen`)."""
     def read() -> dict | None:
         store = StateStore(ctx.config, ctx.aws)
-        index = _get_index(store)[0]
-        if index is None and numbers(store):
-            # Removed (or never written by a run killed early) while records exist: recover the revisions every
-            # release needs from the records themselves, so that pruning in this very run spares them. "latest"
-            # stays unknown, as for a missing index; the next release record writes the index back in full.
-            log.warning("the release index is missing: recovering the revisions releases need from the records",
-                        index=store.location(INDEX))
-            index = {"task_definitions": sorted(_recorded_revisions(store)), "latest": None}
+        seen = _seen(ctx)
+        try:
+            index, etag = _get_index(store, missing=NOT_FOUND_OBJECT)
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchBucket":
+                raise
+            index, etag = None, None
+            seen.numbers, seen.recovered = [], set()  # no bucket: no records either, nothing to list
+        seen.index_read, seen.index, seen.etag = True, index, etag
+        if index is None and seen.numbers is None:
+            seen.numbers = numbers(store)
+            if seen.numbers:
+                # Removed (or never written by a run killed early) while records exist: recover the revisions
+                # every release needs from the records themselves, so that pruning in this very run spares them.
+                # "latest" stays unknown, as for a missing index; the next release record writes the index back
+                # in full.
+                log.warning("the release index is missing: recovering the revisions releases need from the "
+                            "records", index=store.location(INDEX))
+                seen.recovered = _recorded_revisions(store, seen.numbers)
+                index = {"task_definitions": sorted(seen.recovered), "latest": None}
+            else:
+                seen.recovered = set()
         return index
 
     return ctx.memo("s3: release index", read)
 
 
-def _get_index(store: StateStore) -> tuple[dict, str] | tuple[None, None]:
-    index, etag = store.get_json(INDEX, INDEX_SCHEMA, advice=(
+def _get_index(store: StateStore, missing: tuple[str, ...] = NOT_FOUND) -> tuple[dict, str] | tuple[None, None]:
+    index, etag = store.get_json(INDEX, INDEX_SCHEMA, missing=missing, advice=(
         f"Remove it (`aws s3 rm {store.location(INDEX)}`): the next apply or revert rebuilds it from the release "
         f"records."))
     latest = (index or {}).get("latest")
@@ -199,10 +281,32 @@ def _get_index(store: StateStore) -> tuple[dict, str] | tuple[None, None]:
 
 
 def newest(ctx) -> dict | None:
-    """The newest release record (with its number), or None."""
-    store = StateStore(ctx.config, ctx.aws)
-    known = numbers(store)
-    return load(store, known[-1]) | {"number": known[-1]} if known else None
+    """The newest release's {"number": N, "digest": D}, or None when there is none; once per context.
+
+    When the index names release N, N is the newest unless a run was killed between recording N + 1 and indexing
+    it: one read, of N + 1, tells (and is the only read). Only when that record exists, or there is no index to
+    start from, are the records listed."""
+    def find() -> dict | None:
+        store = StateStore(ctx.config, ctx.aws)
+        read_index(ctx)
+        seen = _seen(ctx)
+        latest = (seen.index or {}).get("latest")
+        known = seen.numbers
+        if latest:
+            after = _record(store, latest["number"] + 1)
+            if after is None:
+                seen.newest = latest["number"]
+                return {"number": latest["number"], "digest": latest.get("digest")}
+            known = numbers(store)  # N + 1 was recorded but not indexed: perhaps more after it
+            if known and known[-1] == latest["number"] + 1:
+                seen.newest = known[-1]
+                return {"number": known[-1], "digest": after.get("digest")}
+        if known is None:
+            known = numbers(store)
+        seen.newest = known[-1] if known else 0
+        return {"number": known[-1], "digest": load(store, known[-1]).get("digest")} if known else None
+
+    return ctx.memo("s3: newest release", find)
 
 
 def repair_index(ctx, number: int, digest: str) -> None:

@@ -1054,3 +1054,27 @@ def test_moto_serves_one_request_at_a_time(local_aws, monkeypatch):
         answers = list(pool.map(lambda ec2: ec2.describe_security_groups()["SecurityGroups"], clients))
     assert all(answers) and most[0] == 1, f"{most[0]} requests were inside the EC2 backend at once"
 
+
+
+# --- SSM DescribeParameters pages (issue 14) --------------------------------------------------------------------------
+
+
+def test_ssm_describe_parameters_honours_max_results(local_aws):
+    """Stock moto answers 10 a page whatever MaxResults says, with a NextToken after a full page."""
+    ssm = local_aws.client("ssm")
+    names = [f"/dmp-compat/p{i:02d}" for i in range(12)]
+    for name in names:
+        ssm.put_parameter(Name=name, Value="v", Type="String")
+    by_name = [{"Key": "Name", "Option": "Equals", "Values": names}]
+    page = ssm.describe_parameters(ParameterFilters=by_name, MaxResults=50)
+    assert sorted(p["Name"] for p in page["Parameters"]) == names and "NextToken" not in page
+    seen, token, pages = [], None, 0
+    while True:
+        page = ssm.describe_parameters(ParameterFilters=by_name, MaxResults=5,
+                                       **({"NextToken": token} if token else {}))
+        seen += [p["Name"] for p in page["Parameters"]]
+        pages += 1
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert sorted(seen) == names and pages == 3

@@ -143,3 +143,34 @@ def test_local_image_override_is_pushed_so_any_tag_deploys_locally(local_aws, ru
     assert result.code == 0, result.json.get("error")
     tags = local_aws.client("ecr").describe_images(repositoryName="api-wsgi")["imageDetails"]
     assert sorted(t for d in tags for t in d.get("imageTags", [])) == ["NEWTAG", "local"]
+
+
+def test_parameters_and_secrets_are_looked_up_at_the_same_time_one_page_each(local_aws, ctx):
+    """More parameters than DescribeParameters answers in one page by default (10), and a Secrets Manager secret:
+    one round trip for all of them, beside the images (issue 14)."""
+    import time
+    ssm = local_aws.client("ssm")
+    names = [f"/dmp-preflight/p{i:02d}" for i in range(15)]
+    for name in names:
+        ssm.put_parameter(Name=name, Value="value-never-read", Type="SecureString")
+    secrets = local_aws.client("secretsmanager")
+    secrets.create_secret(Name="dmp/present", SecretString="value-never-read")
+    refs = preflight.References()
+    for name in names:
+        refs.add(refs.secrets, f"{SSM}{name}", "a task")
+    refs.add(refs.secrets, secrets.describe_secret(SecretId="dmp/present")["ARN"], "a task")
+    refs.add(refs.images, f"{ECR}/api-http:local", "a task")
+    for service in ("ssm", "secretsmanager", "ecr"):
+        ctx.aws.client(service)  # built before timing: a client's creation is CPU, not a round trip
+    ctx.aws.hooks.append(lambda call: time.sleep(0.15))
+    preflight.check(ctx, refs)
+    ops = ctx.aws.stats.calls
+    assert ops["ssm.describe_parameters"] == 1 and ops["secretsmanager.describe_secret"] == 1
+    assert ops["ecr.describe_images"] == 1
+    assert ctx.aws.stats.round_trips == 1
+
+    ssm.delete_parameter(Name=names[-1])  # and what is missing is still found
+    with pytest.raises(PlanError) as raised:
+        preflight.check(ctx, refs)
+    assert f"{SSM}{names[-1]}: no such SSM parameter" in str(raised.value)
+    assert "value-never-read" not in str(raised.value)

@@ -1665,3 +1665,29 @@ def moto_serves_one_request_at_a_time() -> None:
             return dispatch(self, args, **kwargs)
 
     convert_to_flask_response.__call__ = one_at_a_time
+
+
+# --- SSM DescribeParameters pages (issue 14: the release tail and preflight) -----------------------------------------
+
+
+@gap
+def ssm_describe_parameters_honours_max_results() -> None:
+    """AWS: DescribeParameters answers up to MaxResults (1 to 50) parameters a page. moto 5.2.5 ignores MaxResults
+    and always answers 10 a page, with a NextToken after every full page, so preflight's lookup of ten parameters by
+    name took two round trips in a row locally where it takes one against AWS. Here a page holds MaxResults
+    (10 when it is not given, as before), and a NextToken is given only while parameters remain."""
+    from moto.core.responses import ActionResult
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def describe_parameters(self) -> ActionResult:
+        page_size = int(self._get_param("MaxResults") or 10)
+        token = self._get_param("NextToken")
+        start = int(token.strip() if hasattr(token, "strip") and token.strip() else token or 0)
+        found = self.ssm_backend.describe_parameters(self._get_param("Filters"), self._get_param("ParameterFilters"))
+        page = found[start:start + page_size]
+        response: dict = {"Parameters": [p.describe_response_object(False) for p in page]}
+        if start + page_size < len(found):
+            response["NextToken"] = str(start + page_size)
+        return ActionResult(response)
+
+    SimpleSystemManagerResponse.describe_parameters = describe_parameters
