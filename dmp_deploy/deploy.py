@@ -12,7 +12,9 @@ rollout) succeeded writes a release record.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import structlog
@@ -54,7 +56,9 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     plans and raises to stop (a saved plan that no longer matches). `concurrency` overrides the config's
     deployment.concurrent_changes (how many changes are carried out at the same time)."""
     store = StateStore(env.config, env.aws)
-    seen = observe(store)  # before the plan's reads: what the lock must still be for the plan to stand
+    # Before the plan's reads: what the lock must still be for the plan to stand. Read beside the account guard when
+    # the command asked for it (session.open_environment(observe_lock=True)), here otherwise.
+    seen = env.take_lock_observation() or observe(store)
     planned_at = time.monotonic()
     rec = planner.build_plan(env.ctx, env.kinds)
     if check:
@@ -66,12 +70,16 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     if rec.plan.empty:
         return Outcome(rec.plan)
     executor.refuse_destroys(rec, allow_destroy)
-    if preflight:
-        preflight(rec)
+    # Preflight and the state bucket's one read (is it complete?) at the same time: both only read.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state") as pool:
+        complete = pool.submit(contextvars.copy_context().run, store.complete)
+        if preflight:
+            preflight(rec)
+        complete = complete.result()
     if not confirm(rec.plan):
         raise PlanError("Cancelled: nothing was changed.")
 
-    store.ensure(concurrency)
+    store.ensure(concurrency, complete=complete)
     deployment = env.config.deployment
     wait = deployment.lock_wait_seconds if lock_wait_seconds is None else lock_wait_seconds
     with DeployLock(store, env.aws.identity, command, deployment.lock_lease_seconds, wait, seen=seen) as lock:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import structlog
 
@@ -27,6 +29,13 @@ class Environment:
     config: Config
     kinds: list[ResourceKind]
     ctx: Context
+    # The deploy lock as read beside the account guard (`open_environment(observe_lock=True)`), before any of the
+    # plan's reads: deploy.py takes it once (`take_lock_observation`).
+    lock_seen: Any = None
+
+    def take_lock_observation(self):
+        seen, self.lock_seen = self.lock_seen, None
+        return seen
 
     @property
     def aws(self) -> Aws:
@@ -40,12 +49,15 @@ class Environment:
         return ctx
 
 
-def connect(config: Config, read_only: bool = False, as_operative: bool = False) -> Aws:
+def connect(config: Config, read_only: bool = False, as_operative: bool = False,
+            alongside: Callable[[Aws], None] | None = None) -> Aws:
     """The seam for this environment: the embedded AWS (started when needed) or the real account.
 
     `as_operative`: in the embedded AWS, sign as the add-users operative role (dmp_deploy/local/operative.py), so
     its policies are enforced as AWS enforces them; on AWS the caller's own credentials are the operative's.
     Refuses to go on when the credentials belong to another account than the config names.
+    `alongside(aws)`: a read made at the same time as the account guard's (its error, if any, is raised only once the
+    account is known to be the right one).
     """
     if config.environment.embedded_aws:
         from dmp_deploy.local import control, operative
@@ -58,29 +70,48 @@ def connect(config: Config, read_only: bool = False, as_operative: bool = False)
         aws = Aws(config.environment.region, read_only=read_only)
     for attach_to in list(ON_CONNECT):
         attach_to(aws)
-    identity = aws.call("sts", "get_caller_identity")
-    aws.identity = identity.get("Arn", "unknown")
-    account = identity["Account"]
-    if account != config.environment.account_id:
-        raise UserError(f"the AWS credentials in use belong to account {account}, but config/{config.env}.toml "
-                        f"is for account {config.environment.account_id}. Nothing was changed. Use "
-                        f"credentials for the right account.")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="connect") as pool:
+        beside = pool.submit(contextvars.copy_context().run, alongside, aws) if alongside else None
+        identity = aws.call("sts", "get_caller_identity")
+        aws.identity = identity.get("Arn", "unknown")
+        account = identity["Account"]
+        if account != config.environment.account_id:
+            raise UserError(f"the AWS credentials in use belong to account {account}, but config/{config.env}.toml "
+                            f"is for account {config.environment.account_id}. Nothing was changed. Use "
+                            f"credentials for the right account.")
+        if beside is not None:
+            beside.result()
     return aws
 
 
 def open_environment(env: str, image_overrides: list[str] | None = None, read_only: bool = False,
-                     aws: Aws | None = None, check: bool = False) -> Environment:
+                     aws: Aws | None = None, check: bool = False, observe_lock: bool = False) -> Environment:
     """Load and validate everything locally first (no AWS call), then connect.
 
     `check`: also run validation.check (what `validate` checks: placeholders, public URLs, the rendered
-    documents) before connecting, so that plan, apply and run-task refuse a bad config without any AWS call."""
+    documents) before connecting, so that plan, apply and run-task refuse a bad config without any AWS call.
+    `observe_lock`: read the deploy lock beside the account guard (apply: its plan stands when the lock has not
+    changed hands since, see deploy.py), which saves that read a round trip of its own before the plan."""
     config = load_config(env)
     kinds = all_kinds()
     overrides = desired_state.parse_image_overrides(image_overrides or [], config)
     state = desired_state.build(config, kinds, overrides)
     if check:
         validation.check(state)
-    return attach(config, kinds, state, aws or connect(config, read_only=read_only), read_only)
+    seen: dict = {}
+    if aws is None:
+        aws = connect(config, read_only=read_only,
+                      alongside=(lambda seam: seen.update(lock=_observe_lock(config, seam))) if observe_lock else None)
+    environment = attach(config, kinds, state, aws, read_only)
+    environment.lock_seen = seen.get("lock")
+    return environment
+
+
+def _observe_lock(config: Config, aws: Aws):
+    from dmp_deploy.lock import observe
+    from dmp_deploy.state_store import StateStore
+
+    return observe(StateStore(config, aws))
 
 
 def attach(config: Config, kinds: list[ResourceKind], state, aws: Aws, read_only: bool = False,

@@ -50,7 +50,18 @@ class StateStore:
                 return False
             raise
 
-    def ensure(self, concurrency: int | None = None) -> None:
+    def complete(self) -> bool:
+        """Whether the bucket exists and is completely secured (its tags, written last, say so). One read."""
+        tags = self.config.resource_tags(**{"dmp:role": "state"})
+        try:
+            have = self.aws.call("s3", "get_bucket_tagging", Bucket=self.bucket).get("TagSet", [])
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in NOT_FOUND + ("NoSuchTagSet",):
+                raise
+            return False
+        return {t["Key"]: t["Value"] for t in have} == tags
+
+    def ensure(self, concurrency: int | None = None, complete: bool | None = None) -> None:
         """Create and secure the bucket unless it is complete (idempotent). Its tags are written last and mark it
         complete, so a run killed half way through securing it finishes the job next time instead of trusting a
         bucket that merely exists. One read when it is complete.
@@ -59,15 +70,13 @@ class StateStore:
         independent of each other and are made at the same time: four round trips in a row on a first apply
         (read the tags, create, the settings, the tags) instead of eight. `concurrency` is the command's bound on
         changes in flight (None: the config's deployment.concurrent_changes); at 1 the settings are made one at a
-        time, in a fixed order, like every other change of such a run."""
+        time, in a fixed order, like every other change of such a run. `complete`: what `complete()` answered
+        moments ago (deploy.py reads it beside preflight); None: read it now."""
         tags = self.config.resource_tags(**{"dmp:role": "state"})
-        try:
-            have = self.aws.call("s3", "get_bucket_tagging", Bucket=self.bucket).get("TagSet", [])
-            if {t["Key"]: t["Value"] for t in have} == tags:
-                return
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) not in NOT_FOUND + ("NoSuchTagSet",):
-                raise
+        if complete is None:
+            complete = self.complete()
+        if complete:
+            return
         params = {"Bucket": self.bucket}
         if self.config.environment.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.config.environment.region}

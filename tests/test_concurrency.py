@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -286,17 +287,18 @@ def test_an_apply_while_add_users_runs_leaves_the_execution_to_finish(deployed, 
 # --- the plan made before the lock stands only when the lock did not change hands (deploy.py, lock.py) -----------
 
 
-def _apply(image: str, confirm=lambda plan: True, **kwargs):
+def _apply(image: str, confirm=lambda plan: True, observe_lock: bool = True, **kwargs):
     from dmp_deploy import session
     from dmp_deploy.deploy import deploy
 
-    env = session.open_environment("local", [f"api={image}"])
+    env = session.open_environment("local", [f"api={image}"], observe_lock=observe_lock)
     outcome = deploy(env, allow_destroy=False, quiet=True, command="apply", confirm=confirm, **kwargs)
     return outcome, env.aws.stats.calls
 
 
-def test_an_apply_whose_lock_did_not_change_hands_plans_once(deployed, local_aws):
-    outcome, calls = _apply("t2")
+@pytest.mark.parametrize("observed", ["beside the account guard", "by deploy() itself"])
+def test_an_apply_whose_lock_did_not_change_hands_plans_once(deployed, local_aws, observed):
+    outcome, calls = _apply("t2", observe_lock=observed == "beside the account guard")
     assert outcome.applied > 0 and outcome.release is not None and not outcome.replanned
     assert calls["ecs.list_services"] == 1, "planned again under the lock although nobody held it in between"
     assert len(api_revisions(local_aws)) == 2
@@ -322,3 +324,42 @@ def test_a_plan_older_than_the_limit_is_made_again(deployed, local_aws, monkeypa
     outcome, calls = _apply("t2")
     assert outcome.applied > 0 and calls["ecs.list_services"] == 2
     assert len(api_revisions(local_aws)) == 2
+
+
+def _hook_every_seam(monkeypatch, hook) -> None:
+    from dmp_deploy import session
+
+    monkeypatch.setattr(session, "ON_CONNECT", [*session.ON_CONNECT, lambda aws: aws.hooks.append(hook)])
+
+
+def test_apply_reads_the_lock_beside_the_account_guard(deployed, local_aws, monkeypatch):
+    from dmp_deploy import session
+
+    started: dict[str, float] = {}
+
+    def hook(call) -> None:
+        started.setdefault(f"{call.service}.{call.operation}", time.monotonic())
+        if call.operation == "get_caller_identity":
+            time.sleep(0.5)  # a slow account guard: the lock is read meanwhile, not after it
+
+    _hook_every_seam(monkeypatch, hook)
+    env = session.open_environment("local", ["api=t2"], observe_lock=True)
+    assert started["s3.get_object"] - started["sts.get_caller_identity"] < 0.4
+    seen = env.take_lock_observation()
+    assert seen.lease is None and seen.etag, "the deployed fixture's apply released the lock: a released marker"
+    assert env.take_lock_observation() is None  # taken once: a later deploy() on this environment reads it again
+
+
+def test_preflight_and_the_state_buckets_read_go_out_together(deployed, local_aws, monkeypatch):
+    from dmp_deploy.state_store import bucket_name
+
+    state_bucket = bucket_name(load_config("local"))
+    asked = threading.Event()
+    _hook_every_seam(monkeypatch, lambda call: call.operation == "get_bucket_tagging"
+                     and call.params.get("Bucket") == state_bucket and asked.set())
+
+    def preflight(rec) -> None:
+        assert asked.wait(10), "the state bucket's read waited for preflight instead of going out beside it"
+
+    outcome, calls = _apply("t2", preflight=preflight)
+    assert outcome.applied > 0 and outcome.release is not None

@@ -91,7 +91,7 @@ def run(args) -> int:
         saved = saved_plan.load(args.plan_file, args.env)
         args.image = list(saved.get("image_overrides") or [])
         check = saved_plan.checker(saved, args.plan_file)
-    env = session.open_environment(args.env, args.image, check=True)
+    env = session.open_environment(args.env, args.image, check=True, observe_lock=True)
     if args.image and env.config.environment.embedded_aws:
         # Locally there is no CI to push the build `--image` names: push it into the embedded ECR, as CI would.
         from dmp_deploy.local.seed import seed_images
