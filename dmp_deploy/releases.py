@@ -202,6 +202,22 @@ def _recorded_revisions(store: StateStore, known: list[int] | None = None) -> se
     return found
 
 
+def _revisions_of_records(store: StateStore, numbers_: range) -> set[str]:
+    """The revisions the records numbered `numbers_` ran (one read each; usually none to read). A number with no
+    record or an unreadable one is skipped, the latter with a warning."""
+    found: set[str] = set()
+    for number in numbers_:
+        try:
+            record, _ = store.get_json(key(number), RECORD_SCHEMA)
+        except CorruptState as exc:
+            log.warning("an unreadable release record is left out of the index", error=str(exc))
+            continue
+        if record is None:
+            continue
+        found |= set(_revisions(record))
+    return found
+
+
 def _update_index(store: StateStore, arns: list[str], latest: dict | None,
                   start: tuple[dict | None, str | None, set[str] | None] | None = None) -> None:
     """Remember the revisions this release runs, so pruning never deregisters one a release still needs, and
@@ -217,6 +233,10 @@ def _update_index(store: StateStore, arns: list[str], latest: dict | None,
             # revision an older release needs loses its protection from pruning.
             known |= _recorded_revisions(store) if recovered is None else recovered
         current = (index or {}).get("latest")
+        if index is not None and latest:
+            # Records between the index's newest and this one were written by runs killed before their index
+            # update: their revisions need the index's protection from pruning as much as this release's do.
+            known |= _revisions_of_records(store, range(((current or {}).get("number") or 0) + 1, latest["number"]))
         if current and latest and (current.get("number") or 0) > latest["number"]:
             latest = current  # a newer release was indexed meanwhile
         if set(arns) <= known and current == latest:
