@@ -11,10 +11,8 @@ rollout) succeeded writes a release record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-import contextvars
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Callable
 
 import structlog
@@ -25,7 +23,7 @@ from dmp_deploy.errors import PlanError
 from dmp_deploy.lock import DeployLock, observe
 from dmp_deploy.plan import Plan
 from dmp_deploy.session import Environment
-from dmp_deploy.state_store import StateStore
+from dmp_deploy.state_store import StateStore, at_once
 
 log = structlog.get_logger()
 
@@ -70,12 +68,9 @@ def deploy(env: Environment, *, allow_destroy: bool, quiet: bool, command: str,
     if rec.plan.empty:
         return Outcome(rec.plan)
     executor.refuse_destroys(rec, allow_destroy)
-    # Preflight and the state bucket's one read (is it complete?) at the same time: both only read.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state") as pool:
-        complete = pool.submit(contextvars.copy_context().run, store.complete)
-        if preflight:
-            preflight(rec)
-        complete = complete.result()
+    # Preflight and the state bucket's one read (is it complete?) at the same time: both only read. Preflight's
+    # error, if any, is the one raised.
+    _, complete = at_once(lambda job: job(), [lambda: preflight and preflight(rec), store.complete], limit=2)
     if not confirm(rec.plan):
         raise PlanError("Cancelled: nothing was changed.")
 
