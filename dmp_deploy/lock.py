@@ -183,7 +183,7 @@ class DeployLock:
             if current.lease.expired(now) or gone:
                 lease = self._lease()
                 try:
-                    self.etag = self.store.put_json(KEY, asdict(lease), if_match=current.etag)
+                    self.etag = self._write(asdict(lease), current.etag)
                     self._taken(lease, undisturbed=False)
                     log.warning("took over a deploy lock whose holder's process is gone" if gone else
                                 "took over an expired deploy lock", previous=current.lease.describe(now))
