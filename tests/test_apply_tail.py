@@ -255,3 +255,19 @@ def test_a_plan_with_changes_reads_the_releases_in_two_calls_and_no_listing(loca
     assert plan.code == 2, plan.stdout[-2000:] + plan.stderr[-2000:]
     s3 = [name for name, _ in recorded_calls if name in ("s3.get_object", "s3.list_objects_v2")]
     assert sorted(s3) == ["s3.get_object", "s3.get_object"]  # the index, then the release after the one it names
+
+
+def test_an_unreadable_record_between_the_index_and_the_new_release_is_skipped_not_fatal(store):
+    """A record past the index that cannot be read (damaged while this run carried its changes out: the plan itself
+    refuses one, naming it) does not stop the release from being indexed; the readable ones past the index are."""
+    from dmp_deploy import releases
+    releases.write(store, record_running("arn:td/a:1"))
+    store.aws.call("s3", "put_object", Bucket=store.bucket, Key=releases.key(2), Body=b"not json{")
+    store.put_json(releases.key(3), {**record_running("arn:td/a:3", digest="three"), "number": 3},
+                   if_none_match=True)
+    ctx = plan_context(store.aws)
+    releases.read_index(ctx)  # the index names release 1: the write tries 2, finds it taken, and lists
+    assert releases.write(store, record_running("arn:td/a:4", digest="four"), ctx) == 4
+    index, _ = store.get_json(releases.INDEX)
+    assert index == {"task_definitions": ["arn:td/a:1", "arn:td/a:3", "arn:td/a:4"],
+                     "latest": {"number": 4, "digest": "four"}}
